@@ -1,0 +1,1 @@
+"""Offline jobs: LLM profile generation, profile embedding, stores and refresh."""

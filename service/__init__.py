@@ -1,0 +1,1 @@
+"""Online recommendation service (FastAPI, onnxruntime, Qdrant, Redis; no torch)."""

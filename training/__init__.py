@@ -1,0 +1,1 @@
+"""Training side: data ingestion, splits, evaluation, recommenders with ProEx fusion, export."""
