@@ -8,6 +8,10 @@ import sys
 BENCHMARKS = {
     "mostpop": "benchmarks.mostpop",
     "eval_speed": "benchmarks.eval_speed",
+    "train_quality": "benchmarks.train_quality",
+    "profile_throughput": "benchmarks.profile_throughput",
+    "serve_latency": "benchmarks.serve_latency",
+    "refresh_cost": "benchmarks.refresh_cost",
 }
 
 

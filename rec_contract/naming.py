@@ -1,0 +1,54 @@
+"""Names shared by every component: Qdrant collections, aliases, point ids, vector names, Redis keys.
+
+Collections are versioned (``items_<version>``, ``profiles_<version>``); the aliases ``items`` and
+``profiles`` point at the live versions. Point ids are UUIDv5 of ``"<entity_type>:<raw id>"`` so any
+component can address a user or item from its raw id without a lookup table.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+ITEMS_ALIAS = "items"
+PROFILES_ALIAS = "profiles"
+
+# Profiles collection: a multivector of the K profile embeddings (MAX_SIM) and their mean (cosine),
+# the latter for neighbour search (e.g. similar items for profiles of items with no interactions).
+PROFILE_MULTIVECTOR = "profiles"
+PROFILE_MEAN_VECTOR = "mean"
+
+_NAMESPACE = uuid.UUID("8f4f3c1e-4a7b-5d2e-9c61-2b7f0e5a9d13")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+REDIS_PREFIX = "profilerec"
+
+
+def check_version(version: str) -> str:
+    if not _VERSION_RE.match(version):
+        raise ValueError(f"invalid version {version!r}: letters, digits, '_', '.', '-' (max 64)")
+    return version
+
+
+def items_collection(version: str) -> str:
+    return f"{ITEMS_ALIAS}_{check_version(version)}"
+
+
+def profiles_collection(version: str) -> str:
+    return f"{PROFILES_ALIAS}_{check_version(version)}"
+
+
+def point_id(entity_type: str, raw_id: str) -> str:
+    if entity_type not in ("user", "item"):
+        raise ValueError(f"entity_type must be 'user' or 'item', got {entity_type!r}")
+    return str(uuid.uuid5(_NAMESPACE, f"{entity_type}:{raw_id}"))
+
+
+def profile_cache_key(profiles_version: str, entity_type: str, raw_id: str) -> str:
+    """Redis key of one entity's cached profile vectors (versioned by the profile set)."""
+    return f"{REDIS_PREFIX}:pv:{profiles_version}:{entity_type}:{raw_id}"
+
+
+def seen_items_key(raw_user_id: str) -> str:
+    """Redis set of items a user interacted with after the bundle was built (from feedback)."""
+    return f"{REDIS_PREFIX}:seen:{raw_user_id}"
