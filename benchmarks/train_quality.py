@@ -1,0 +1,292 @@
+"""Base vs ProEx-fused LightGCN and Mult-VAE: train, evaluate on test, print a table like the ProEx
+paper's Table 2 (R@10, R@20, N@10, N@20 and the relative improvement), with CPU seconds per epoch.
+
+Every (dataset, model, variant, seed) is one training run through :func:`training.runs.execute_run`
+(early stopping on validation Recall@20, test metrics of the best checkpoint), written to
+``<runs-dir>/<dataset>-<model>-<variant>-seed<seed>``. With ``--reuse`` a finished run folder whose
+``config.json`` matches the requested run exactly is read back instead of retrained (the record says
+which runs were reused).
+
+ProEx needs a profile store (``--profiles``). The RLMRec Amazon-Book split ships no profile text, so
+on it only the base models run (parity with the published figures).
+
+    python -m benchmarks train_quality --datasets rlmrec-amazon-book --epochs 1500 --patience 50
+    python -m benchmarks train_quality --datasets movielens-100k --seeds 1 2 3 \\
+        --profiles var/profiles/movielens-100k-extractive
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.results import print_table, record
+
+PUBLISHED = {  # ProEx paper, Table 2 (Amazon-Book): R@10, R@20, N@10, N@20
+    ("rlmrec-amazon-book", "lightgcn", "base"): (0.0915, 0.1411, 0.0694, 0.0856),
+    ("rlmrec-amazon-book", "lightgcn", "proex"): (0.1008, 0.1533, 0.0770, 0.0940),
+    ("rlmrec-amazon-book", "multvae", "base"): (0.0976, 0.1472, 0.0752, 0.0916),
+    ("rlmrec-amazon-book", "multvae", "proex"): (0.1091, 0.1596, 0.0824, 0.0997),
+}
+METRICS = {"R@10": "recall@10", "R@20": "recall@20", "N@10": "ndcg@10", "N@20": "ndcg@20"}
+NO_PROFILE_TEXT = {"rlmrec-amazon-book"}
+
+
+def _keyed(values: list[str], option: str) -> dict[str, dict[str, Any]]:
+    """Parse ``MODEL:KEY=VALUE`` options into ``{model: {key: value}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for text in values:
+        model, sep, assignment = text.partition(":")
+        key, sep2, raw = assignment.partition("=")
+        if not sep or not sep2:
+            raise SystemExit(f"{option} expects MODEL:KEY=VALUE, got {text!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(model, {})[key.replace("-", "_")] = value
+    return out
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a run's config.json that define what was trained."""
+    keys = ("model", "hyperparameters", "proex", "dataset", "split_method", "split_seed", "seed")
+    profiles = config.get("profiles") or {}
+    train = {k: v for k, v in config.get("train", {}).items() if k not in ("progress", "threads")}
+    return {
+        **{k: config.get(k) for k in keys},
+        "train": train,
+        "profiles": {k: profiles.get(k) for k in ("path", "version", "fingerprint")} if profiles else None,
+    }
+
+
+def run_one(spec: Any, reuse: bool) -> dict[str, Any]:
+    """Train (or reuse) one run; return its figures."""
+    from training.runs import CONFIG_FILE, METRICS_FILE, execute_run
+
+    run_dir = spec.run_dir()
+    if reuse and (run_dir / METRICS_FILE).exists() and (run_dir / CONFIG_FILE).exists():
+        old = json.loads((run_dir / CONFIG_FILE).read_text())
+        wanted = _expected_config(spec)
+        if wanted is not None and _comparable(old) == _comparable(wanted):
+            metrics = json.loads((run_dir / METRICS_FILE).read_text())
+            return {"metrics": metrics, "config": old, "run_dir": str(run_dir), "reused": True}
+    outcome = execute_run(spec)
+    config = json.loads((outcome.run_dir / CONFIG_FILE).read_text())
+    return {"metrics": outcome.metrics, "config": config, "run_dir": str(outcome.run_dir), "reused": False}
+
+
+def _expected_config(spec: Any) -> dict[str, Any] | None:
+    """What config.json would say for ``spec`` (profile fingerprint included), without training."""
+    from training.data import default_split_method, load_dataset
+    from training.models import model_config
+    from training.profiles import load_profile_inputs
+
+    dataset = load_dataset(spec.dataset, spec.data_dir)
+    profiles = None
+    if spec.proex is not None:
+        profiles = load_profile_inputs(spec.profiles_path, dataset, spec.proex.n_profiles).describe()
+    from dataclasses import asdict
+
+    return {
+        "model": spec.model,
+        "hyperparameters": asdict(model_config(spec.model, spec.hyperparameters)),
+        "proex": spec.proex.as_dict() if spec.proex is not None else None,
+        "dataset": dataset.name,
+        "split_method": spec.split_method or default_split_method(dataset.name),
+        "split_seed": spec.split_seed,
+        "seed": spec.train.seed,
+        "train": spec.train.as_dict(),
+        "profiles": profiles,
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _std(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    m = _mean(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table 2-style rows: per (dataset, model) the base row, the ProEx row and the improvement row."""
+    rows: list[dict[str, Any]] = []
+    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for res in results:
+        groups.setdefault((res["dataset"], res["model"]), {}).setdefault(res["variant"], []).append(res)
+    for (dataset, model), variants in groups.items():
+        means: dict[str, dict[str, float]] = {}
+        for variant in ("base", "proex"):
+            runs = variants.get(variant)
+            if not runs:
+                continue
+            tests = [r["metrics"]["test"] for r in runs]
+            means[variant] = {label: _mean([t[key] for t in tests]) for label, key in METRICS.items()}
+            published = PUBLISHED.get((dataset, model, variant))
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "variant": variant,
+                    "seeds": len(runs),
+                    **means[variant],
+                    "R@20_std": _std([t["recall@20"] for t in tests]),
+                    "R@20_per_seed": " ".join(f"{t['recall@20']:.4f}" for t in tests),
+                    "N@20_per_seed": " ".join(f"{t['ndcg@20']:.4f}" for t in tests),
+                    "paper_R@20": published[1] if published else float("nan"),
+                    "best_epoch": _mean([float(r["metrics"]["best_epoch"]) for r in runs]),
+                    "s_per_epoch": _mean([r["metrics"]["seconds_per_epoch"] for r in runs]),
+                    "cpu_s_per_epoch": _mean(
+                        [
+                            r["metrics"]["cpu_seconds_per_epoch"]
+                            for r in runs
+                            if "cpu_seconds_per_epoch" in r["metrics"]
+                        ]
+                    ),
+                    "wall_s": sum(r["metrics"]["wall_seconds"] for r in runs),
+                }
+            )
+        if "base" in means and "proex" in means:
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "variant": "improv%",
+                    "seeds": len(variants["proex"]),
+                    **{
+                        label: 100.0 * (means["proex"][label] - means["base"][label]) / means["base"][label]
+                        for label in METRICS
+                    },
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="+", default=["movielens-100k"])
+    parser.add_argument(
+        "--models", nargs="+", choices=("lightgcn", "multvae"), default=["lightgcn", "multvae"]
+    )
+    parser.add_argument("--variants", nargs="+", choices=("base", "proex"), default=["base", "proex"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2024])
+    parser.add_argument("--split-seed", type=int, default=2024)
+    parser.add_argument("--profiles", default=None, help="profile store folder for the ProEx variant")
+    parser.add_argument("--epochs", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hp", action="append", default=[], metavar="MODEL:KEY=VALUE")
+    parser.add_argument("--proex-hp", action="append", default=[], metavar="MODEL:KEY=VALUE")
+    parser.add_argument("--runs-dir", default=None, help="default: $PROFILEREC_WORK_DIR/runs/train_quality")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same config")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--note", default="", help="free text stored with the record")
+    args = parser.parse_args(argv)
+
+    from rec_contract.logs import configure_logging
+    from training.models import TrainConfig
+    from training.proex import proex_defaults
+    from training.runs import RunSpec
+
+    configure_logging(level="WARNING")
+    hps, proex_hps = _keyed(args.hp, "--hp"), _keyed(args.proex_hp, "--proex-hp")
+    runs_dir = Path(
+        args.runs_dir or Path(os.environ.get("PROFILEREC_WORK_DIR") or "var") / "runs" / "train_quality"
+    )
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    profiles_used: dict[str, Any] | None = None
+    notes: list[str] = [args.note] if args.note else []
+    for dataset in args.datasets:
+        for model in args.models:
+            for variant in args.variants:
+                if variant == "proex" and (dataset in NO_PROFILE_TEXT or not args.profiles):
+                    reason = (
+                        "no profile text exists offline" if dataset in NO_PROFILE_TEXT else "no --profiles"
+                    )
+                    notes.append(f"{dataset} {model}: ProEx skipped ({reason})")
+                    continue
+                for seed in args.seeds:
+                    spec = RunSpec(
+                        dataset=dataset,
+                        model=model,
+                        proex=proex_defaults(model, **proex_hps.get(model, {}))
+                        if variant == "proex"
+                        else None,
+                        profiles_path=args.profiles if variant == "proex" else None,
+                        hyperparameters=hps.get(model, {}),
+                        train=TrainConfig(
+                            epochs=args.epochs,
+                            eval_every=args.eval_every,
+                            patience=args.patience,
+                            seed=seed,
+                            threads=args.threads,
+                            progress=args.progress,
+                        ),
+                        split_seed=args.split_seed,
+                        out=str(runs_dir / f"{Path(dataset).name}-{model}-{variant}-seed{seed}"),
+                    )
+                    res = run_one(spec, args.reuse)
+                    test = res["metrics"]["test"]
+                    print(
+                        f"{dataset} {model} {variant} seed {seed}: R@20 {test['recall@20']:.4f} "
+                        f"N@20 {test['ndcg@20']:.4f} best epoch {res['metrics']['best_epoch']} "
+                        f"{res['metrics']['seconds_per_epoch']:.2f} s/epoch"
+                        + (" (reused)" if res["reused"] else ""),
+                        flush=True,
+                    )
+                    if variant == "proex":
+                        profiles_used = {
+                            k: res["config"]["profiles"].get(k)
+                            for k in ("path", "version", "embedding_model", "k", "dim", "fingerprint")
+                        }
+                    results.append(
+                        {"dataset": dataset, "model": model, "variant": variant, "seed": seed, **res}
+                    )
+    rows = summarise(results)
+    print_table(rows, "Test metrics (mean over seeds), best validation Recall@20 checkpoint")
+    for note in notes:
+        print("note:", note)
+    figures = {
+        "table": rows,
+        "wall_seconds": time.perf_counter() - started,
+        "run_wall_seconds": sum(r["metrics"]["wall_seconds"] for r in results),
+        "reused_runs": sum(1 for r in results if r["reused"]),
+    }
+    params = {
+        "datasets": args.datasets,
+        "models": args.models,
+        "variants": args.variants,
+        "seeds": args.seeds,
+        "split_seed": args.split_seed,
+        "epochs": args.epochs,
+        "eval_every": args.eval_every,
+        "patience": args.patience,
+        "threads": args.threads,
+        "hp": hps,
+        "proex_hp": proex_hps,
+        "proex_config": {
+            model: proex_defaults(model, **proex_hps.get(model, {})).as_dict()
+            for model in args.models
+            if "proex" in args.variants
+        },
+        "profiles": profiles_used,
+        "notes": notes,
+    }
+    record("train_quality", figures, params)
+
+
+if __name__ == "__main__":
+    main()

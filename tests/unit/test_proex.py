@@ -1,0 +1,174 @@
+"""ProEx loss terms on tiny tensors: shapes, Dirichlet weights, masks, variance, pooling, alignment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.proex import (
+    MappingMLP,
+    ProExConfig,
+    environment_objective,
+    environment_theta,
+    gaussian_kl,
+    info_nce,
+    kl_alignment,
+    masked_mean,
+    mix,
+    mix_weights,
+    proex_defaults,
+    profile_regulariser,
+    sample_environment_weights,
+)
+
+
+def test_dirichlet_weights_sum_to_one_even_with_small_alpha() -> None:
+    torch.manual_seed(0)
+    for alpha in (0.01, 0.1, 1.0):
+        theta = sample_environment_weights(500, 4, alpha)
+        assert theta.shape == (500, 4)
+        assert torch.isfinite(theta).all()
+        assert (theta >= 0).all()
+        assert torch.allclose(theta.sum(dim=1), torch.ones(500), atol=1e-5)
+
+
+def test_small_alpha_gives_sparse_mixtures() -> None:
+    torch.manual_seed(0)
+    sparse = sample_environment_weights(2000, 4, 0.1).max(dim=1).values.mean()
+    flat = sample_environment_weights(2000, 4, 10.0).max(dim=1).values.mean()
+    assert sparse > 0.8
+    assert flat < 0.4
+
+
+def test_mix_weights_renormalise_over_existing_slots() -> None:
+    theta = torch.tensor([[0.4, 0.3, 0.2, 0.1], [1.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    w = mix_weights(theta, mask)
+    assert w.shape == (2, 3, 4)
+    assert torch.allclose(w[0, 0], theta[0])
+    assert torch.allclose(w[0, 1], torch.tensor([0.0, 0.6, 0.4, 0.0]))
+    # all of env 1's mass sits on a missing slot: uniform over the slots that exist
+    assert torch.allclose(w[1, 1], torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    # no profile at all: zero weights, so a zero profile term
+    assert torch.equal(w[:, 2], torch.zeros(2, 4))
+    sums = w.sum(dim=-1)
+    assert torch.allclose(sums[:, :2], torch.ones(2, 2))
+
+
+def test_mix_gives_convex_combinations() -> None:
+    values = torch.randn(3, 4, 5)
+    weights = mix_weights(torch.tensor([[0.0, 1.0, 0.0, 0.0]]), torch.ones(3, 4, dtype=torch.bool))
+    mixed = mix(weights, values)
+    assert mixed.shape == (1, 3, 5)
+    assert torch.allclose(mixed[0], values[:, 1])
+
+
+def test_environment_weights_follow_the_ablation_switches() -> None:
+    mask = torch.tensor([[1, 1, 0, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    torch.manual_seed(0)
+    mixed = mix_weights(environment_theta(ProExConfig(n_envs=3)), mask)
+    assert mixed.shape == (3, 2, 4)
+    assert (mixed[:, :, 2] == 0).all()
+    assert torch.allclose(mixed.sum(-1), torch.ones(3, 2))
+    pooled = mix_weights(environment_theta(ProExConfig(n_envs=3, use_mixing=False)), mask)
+    assert pooled.shape == (1, 2, 4)
+    assert torch.allclose(pooled[0, 0], torch.tensor([1 / 3, 1 / 3, 0.0, 1 / 3]))
+    assert ProExConfig(n_envs=5, use_variance=False).effective_envs == 1
+
+
+def test_masked_mean_pools_existing_profiles_only() -> None:
+    values = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    pooled = masked_mean(values, mask)
+    assert pooled.shape == (2, 4)
+    assert torch.allclose(pooled[0], (values[0, 0] + values[0, 2]) / 2)
+    assert torch.equal(pooled[1], torch.zeros(4))
+
+
+def test_variance_term_is_zero_for_equal_environments() -> None:
+    equal = [torch.tensor(1.5), torch.tensor(1.5), torch.tensor(1.5)]
+    total, variance = environment_objective(equal, lambda_var=10.0)
+    assert variance.item() == 0.0
+    assert total.item() == pytest.approx(4.5)
+    total, variance = environment_objective([torch.tensor(1.0), torch.tensor(3.0)], lambda_var=2.0)
+    assert variance.item() == pytest.approx(1.0)
+    assert total.item() == pytest.approx(4.0 + 2.0)
+    single_total, single_var = environment_objective([torch.tensor(2.0)], lambda_var=1.0)
+    assert (single_total.item(), single_var.item()) == (2.0, 0.0)
+
+
+def test_regulariser_prefers_spread_profiles_and_respects_masks() -> None:
+    same = torch.ones(2, 4, 3)
+    spread = torch.eye(4)[None, :, :3].repeat(2, 1, 1) - 0.25
+    mask = torch.ones(2, 4)
+    tight = profile_regulariser(same, mask, tau=0.2)
+    loose = profile_regulariser(spread, mask, tau=0.2)
+    assert tight.shape == ()
+    assert loose < tight
+    # one slot per entity: nothing to push apart
+    single = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    assert profile_regulariser(same, single, tau=0.2).item() == 0.0
+    assert profile_regulariser(same[:, :1], torch.ones(2, 1), tau=0.2).item() == 0.0
+    # a missing slot's vector does not matter
+    noisy = same.clone()
+    noisy[:, 3] = torch.randn(2, 3)
+    partial = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+    assert torch.allclose(profile_regulariser(noisy, partial, 0.2), profile_regulariser(same, partial, 0.2))
+
+
+def test_regulariser_has_gradients() -> None:
+    mapped = torch.randn(5, 4, 8, requires_grad=True)
+    profile_regulariser(mapped, torch.ones(5, 4), tau=0.2).backward()
+    assert mapped.grad is not None and torch.isfinite(mapped.grad).all()
+
+
+def test_info_nce_rewards_alignment_and_skips_rows_without_profiles() -> None:
+    torch.manual_seed(0)
+    anchor = torch.randn(16, 8)
+    valid = torch.ones(16, dtype=torch.bool)
+    aligned = info_nce(anchor, anchor.clone(), valid, tau=0.2)
+    shuffled = info_nce(anchor, anchor[torch.randperm(16)], valid, tau=0.2)
+    assert aligned.shape == ()
+    assert aligned < shuffled
+    partial = valid.clone()
+    partial[8:] = False
+    target = anchor.clone()
+    target[8:] = torch.randn(8, 8)
+    assert torch.allclose(
+        info_nce(anchor, target, partial, 0.2), info_nce(anchor[:8], anchor[:8], valid[:8], 0.2)
+    )
+    assert info_nce(anchor, target, torch.zeros(16, dtype=torch.bool), 0.2).item() == 0.0
+
+
+def test_kl_alignment_matches_the_gaussian_kl() -> None:
+    mu, logvar = torch.randn(6, 4), torch.randn(6, 4) * 0.1
+    valid = torch.ones(6, dtype=torch.bool)
+    assert kl_alignment(mu, logvar, mu, logvar, valid, beta=0.0).item() == pytest.approx(0.0, abs=1e-6)
+    to_prior = gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar)).mean()
+    assert kl_alignment(mu, logvar, mu + 1, logvar, valid, beta=1.0).item() == pytest.approx(
+        to_prior.item(), rel=1e-5
+    )
+    expected = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1).mean()
+    assert to_prior.item() == pytest.approx(expected.item(), rel=1e-5)
+    half = kl_alignment(mu, logvar, mu + 1, logvar, valid, beta=0.5)
+    to_env = gaussian_kl(mu, logvar, mu + 1, logvar).mean()
+    assert half.item() == pytest.approx(0.5 * to_env.item() + 0.5 * to_prior.item(), rel=1e-5)
+    assert kl_alignment(mu, logvar, mu + 1, logvar, torch.zeros(6, dtype=torch.bool), 0.5).item() == 0.0
+
+
+def test_mapping_maps_every_profile_independently() -> None:
+    mlp = MappingMLP(12, 7, 3)
+    profiles = torch.randn(5, 4, 12)
+    out = mlp(profiles)
+    assert out.shape == (5, 4, 3)
+    assert torch.allclose(out[2, 1], mlp(profiles[2, 1]), atol=1e-6)
+
+
+def test_config_validation_and_model_defaults() -> None:
+    with pytest.raises(ValueError):
+        ProExConfig(n_profiles=0)
+    with pytest.raises(ValueError):
+        ProExConfig(beta=1.5)
+    config = proex_defaults("multvae", n_envs=5, alpha=None)
+    assert config.n_envs == 5 and config.alpha == 0.1
+    assert ProExConfig.from_dict({**config.as_dict(), "unknown": 1}) == config

@@ -1,0 +1,205 @@
+"""Training runs: one folder per run, written atomically file by file, and reloadable.
+
+A run folder holds
+
+* ``config.json`` - model kind and hyperparameters, ProEx config, dataset name and fingerprint, split
+  method/seed/fingerprint, profile store (path, version, embedding model, K, d_s, fingerprint), the
+  training config and the seed;
+* ``split/`` - the split the model was trained on (``Split.save``), so the run reloads without the
+  dataset;
+* ``checkpoint.pt`` - the best state dict (profile vectors included as buffers for ProEx models);
+* ``epochs.jsonl`` - one line per epoch: loss parts, validation Recall@20 when evaluated, seconds;
+* ``metrics.json`` - final validation and test metrics at K = 10, 20, 40, best epoch, wall seconds,
+  seconds per epoch.
+
+:func:`execute_run` trains and evaluates one run; :func:`load_run` rebuilds the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rec_contract.atomic import atomic_write_text
+from training.data import Split, default_split_method, load_dataset, split_dataset
+from training.evaluation import evaluate
+from training.models import Recommender, TrainConfig, build_model, model_config
+from training.models.base import CHECKPOINT_FILE, EPOCHS_FILE, FitResult
+from training.proex import ProExConfig
+from training.profiles import ProfileInputs, load_profile_inputs
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SPLIT_DIR = "split"
+RUN_FORMAT_VERSION = 1
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a training run."""
+
+    dataset: str
+    model: str
+    proex: ProExConfig | None = None
+    profiles_path: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split_method: str | None = None
+    split_seed: int = 2024
+    out: str | None = None
+    data_dir: str | None = None
+
+    def run_dir(self) -> Path:
+        """``--out``, or ``<work dir>/runs/<dataset>-<model>-<proex|base>-seed<seed>``."""
+        if self.out:
+            return Path(self.out)
+        work = Path(os.environ.get("PROFILEREC_WORK_DIR") or "var")
+        variant = "proex" if self.proex is not None else "base"
+        return work / "runs" / f"{Path(self.dataset).name}-{self.model}-{variant}-seed{self.train.seed}"
+
+
+@dataclass
+class RunConfig:
+    """The contents of ``config.json``."""
+
+    model: str
+    hyperparameters: dict[str, Any]
+    proex: dict[str, Any] | None
+    dataset: str
+    dataset_fingerprint: str
+    split_method: str
+    split_seed: int
+    split_fingerprint: str
+    n_users: int
+    n_items: int
+    profiles: dict[str, Any] | None
+    train: dict[str, Any]
+    seed: int
+    created_at: str
+    format_version: int = RUN_FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls(**json.loads(text))
+
+    def proex_config(self) -> ProExConfig | None:
+        return ProExConfig.from_dict(self.proex) if self.proex is not None else None
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`execute_run` returns: the folder, the trained model and its figures."""
+
+    run_dir: Path
+    model: Recommender
+    config: RunConfig
+    fit: FitResult
+    metrics: dict[str, Any]
+
+
+def execute_run(spec: RunSpec) -> RunOutcome:
+    """Load data (and profiles), train with early stopping, evaluate on test, write the run folder."""
+    started = time.perf_counter()
+    run_dir = spec.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (CHECKPOINT_FILE, EPOCHS_FILE, METRICS_FILE):
+        (run_dir / stale).unlink(missing_ok=True)
+    dataset = load_dataset(spec.dataset, spec.data_dir)
+    method = spec.split_method or default_split_method(dataset.name)
+    split = split_dataset(dataset, method, seed=spec.split_seed)  # type: ignore[arg-type]
+    profiles: ProfileInputs | None = None
+    if spec.proex is not None:
+        if not spec.profiles_path:
+            raise ValueError("a ProEx run needs a profile store (--profiles)")
+        profiles = load_profile_inputs(spec.profiles_path, dataset, spec.proex.n_profiles)
+        if not profiles.user_mask.any() and not profiles.item_mask.any():
+            raise ValueError(f"profile store {spec.profiles_path} covers none of {dataset.name}'s ids")
+    model_config(spec.model, spec.hyperparameters)  # validate before any work
+    torch.manual_seed(spec.train.seed)  # model initialisation is part of the seeded run
+    model = build_model(spec.model, split.train, spec.hyperparameters, spec.proex, profiles)
+    config = RunConfig(
+        model=spec.model,
+        hyperparameters=model.hyperparameters(),
+        proex=spec.proex.as_dict() if spec.proex is not None else None,
+        dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint(),
+        split_method=method,
+        split_seed=spec.split_seed,
+        split_fingerprint=split.fingerprint(),
+        n_users=split.n_users,
+        n_items=split.n_items,
+        profiles=profiles.describe() if profiles is not None else None,
+        train=spec.train.as_dict(),
+        seed=spec.train.seed,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+    split.save(run_dir / SPLIT_DIR)
+    log.info(
+        "training %s (%s) on %s",
+        spec.model,
+        "proex" if profiles else "base",
+        dataset.name,
+        extra={"run_dir": str(run_dir)},
+    )
+    fit = model.fit(split, spec.train, run_dir)
+    scorer = model.make_scorer()
+    valid = evaluate(scorer, split, "valid")
+    test = evaluate(scorer, split, "test")
+    metrics = {
+        "valid": valid.metrics,
+        "test": test.metrics,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "seconds_per_epoch": fit.seconds_per_epoch,
+        "cpu_seconds_per_epoch": fit.cpu_seconds_per_epoch,
+        "train_seconds": fit.train_seconds,
+        "eval_seconds": fit.eval_seconds,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
+    log.info(
+        "test recall@20=%.4f ndcg@20=%.4f (best epoch %d)",
+        test["recall@20"],
+        test["ndcg@20"],
+        fit.best_epoch,
+        extra={"run_dir": str(run_dir), **{f"test_{k}": v for k, v in test.metrics.items()}},
+    )
+    return RunOutcome(run_dir, model, config, fit, metrics)
+
+
+def load_run(run_dir: str | Path) -> tuple[Recommender, RunConfig]:
+    """Rebuild the trained model of a run folder (best checkpoint, eval mode) and its config.
+
+    The split comes from the run's ``split/`` folder (checked against the recorded fingerprint); the
+    profile vectors are part of the checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config = RunConfig.from_json((run_dir / CONFIG_FILE).read_text())
+    split = Split.load(run_dir / SPLIT_DIR)
+    if split.fingerprint() != config.split_fingerprint:
+        raise ValueError(f"{run_dir}: the saved split does not match config.json's fingerprint")
+    proex = config.proex_config()
+    profiles = None
+    if proex is not None and config.profiles is not None:
+        profiles = ProfileInputs.zeros(
+            config.n_users, config.n_items, int(config.profiles["k"]), int(config.profiles["dim"])
+        )
+    model = build_model(config.model, split.train, config.hyperparameters, proex, profiles)
+    state = torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model, config
