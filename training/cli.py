@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     proex.add_argument("--tau", type=float, default=None, help="temperature of alignment and Eq. 7 (0.2)")
     proex.add_argument("--beta", type=float, default=None, help="prior weight of Eq. 11 (Mult-VAE)")
     proex.add_argument("--mapping-hidden", type=int, default=None, help="hidden width of f_psi")
+    proex.add_argument(
+        "--mapping-zero-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="start f_psi's output layer at zero (model default)",
+    )
+    proex.add_argument("--mapping-weight-decay", type=float, default=None, help="decoupled decay of f_psi")
+    proex.add_argument("--mapping-lr", type=float, default=None, help="learning rate of f_psi (model's)")
+    proex.add_argument("--profile-dropout", type=float, default=None, help="dropout on f_psi's inputs")
+    proex.add_argument("--mapping-dropout", type=float, default=None, help="dropout on f_psi's hidden layer")
     proex.add_argument("--no-variance", action="store_true", help="ablation w/o inv")
     proex.add_argument("--no-regulariser", action="store_true", help="ablation w/o reg")
     proex.add_argument("--no-alignment", action="store_true", help="ablation w/o align")
@@ -104,6 +114,11 @@ def main(argv: list[str] | None = None) -> None:
             tau_reg=tau,
             beta=args.beta,
             mapping_hidden=args.mapping_hidden,
+            mapping_zero_init=args.mapping_zero_init,
+            mapping_weight_decay=args.mapping_weight_decay,
+            mapping_lr=args.mapping_lr,
+            profile_dropout=args.profile_dropout,
+            mapping_dropout=args.mapping_dropout,
             use_variance=False if args.no_variance else None,
             use_regulariser=False if args.no_regulariser else None,
             use_alignment=False if args.no_alignment else None,

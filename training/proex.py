@@ -49,6 +49,20 @@ class ProExConfig:
     * ``use_alignment=False`` (w/o align): no alignment term;
     * ``use_mixing=False`` (w/o mixing): the K mapped profiles are mean-pooled instead of mixed with
       Dirichlet weights (every environment is then the same, so one is used).
+
+    How ``f_psi`` is initialised, regularised and trained (none of them changes the method: the same
+    shared mapping, environments, Eq. 7, alignment, variance term, additive fusion and mean pooling):
+
+    * ``mapping_zero_init``: the last layer of ``f_psi`` starts at zero, so the profile term is exactly
+      0 at initialisation and the fused model starts as the base model; the term then grows only in
+      the directions the training loss asks for (the usual initialisation of a residual branch).
+      The cosine terms (Eq. 7, InfoNCE) ignore profile vectors that are still exactly zero.
+    * ``mapping_weight_decay``: decoupled (AdamW-style) weight decay on ``f_psi``'s parameters only;
+      the model's own L2 / weight decay stays on the model's parameters.
+    * ``mapping_lr``: the learning rate of ``f_psi`` (None: the model's).
+    * ``profile_dropout``: dropout on the ``d_s``-dimensional profile vectors entering ``f_psi``;
+      ``mapping_dropout``: dropout on its hidden layer. Both are active in training mode only, so the
+      towers (eval mode) and the exported graphs do not contain them.
     """
 
     n_profiles: int = 4
@@ -65,6 +79,11 @@ class ProExConfig:
     use_regulariser: bool = True
     use_alignment: bool = True
     use_mixing: bool = True
+    mapping_zero_init: bool = False
+    mapping_weight_decay: float = 0.0
+    mapping_lr: float | None = None
+    profile_dropout: float = 0.0
+    mapping_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_profiles < 1:
@@ -77,6 +96,12 @@ class ProExConfig:
             raise ValueError("beta must be in [0, 1]")
         if self.tau_align <= 0 or self.tau_reg <= 0:
             raise ValueError("temperatures must be > 0")
+        if self.mapping_weight_decay < 0:
+            raise ValueError("mapping_weight_decay must be >= 0")
+        if self.mapping_lr is not None and self.mapping_lr <= 0:
+            raise ValueError("mapping_lr must be > 0 (or None for the model's learning rate)")
+        if not (0.0 <= self.profile_dropout < 1.0 and 0.0 <= self.mapping_dropout < 1.0):
+            raise ValueError("dropout rates must be in [0, 1)")
 
     @property
     def effective_envs(self) -> int:
@@ -99,20 +124,81 @@ class MappingMLP(nn.Module):
 
     Shared by users and items (LightGCN) and applied profile by profile: inputs ``[..., d_s]`` give
     ``[..., out]``, so a batch of ``[B, K, d_s]`` profiles maps each profile independently.
+
+    Xavier-initialised; with ``zero_init`` the output layer starts at zero (the mapping then outputs 0
+    for every input until trained). ``input_dropout`` / ``hidden_dropout`` act in training mode only.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        out_dim: int,
+        *,
+        zero_init: bool = False,
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
+        # Identity at rate 0: the mapping of a config without dropout computes (and draws) as before.
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         self.hidden = nn.Linear(in_dim, hidden)
         self.act = nn.LeakyReLU()
+        self.hidden_dropout = nn.Dropout(hidden_dropout) if hidden_dropout > 0 else nn.Identity()
         self.out = nn.Linear(hidden, out_dim)
         for layer in (self.hidden, self.out):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+
+    @classmethod
+    def for_config(cls, in_dim: int, out_dim: int, config: ProExConfig) -> MappingMLP:
+        """The mapping ``in_dim -> config.mapping_hidden -> out_dim`` with the config's options."""
+        return cls(
+            in_dim,
+            config.mapping_hidden,
+            out_dim,
+            zero_init=config.mapping_zero_init,
+            input_dropout=config.profile_dropout,
+            hidden_dropout=config.mapping_dropout,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.out(self.act(self.hidden(x)))
+        hidden = self.hidden_dropout(self.act(self.hidden(self.input_dropout(x))))
+        out: torch.Tensor = self.out(hidden)
         return out
+
+
+def make_adam(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float = 0.0,
+    mapping: nn.Module | None = None,
+    config: ProExConfig | None = None,
+) -> torch.optim.Adam:
+    """Adam over ``model``'s parameters; ``f_psi`` gets its own group when the config asks for one.
+
+    The model's parameters keep ``lr`` and the model's (coupled) ``weight_decay``. With
+    ``config.mapping_weight_decay`` > 0 or ``config.mapping_lr`` set, the parameters of ``mapping``
+    form a second group with that learning rate and decoupled (AdamW-style) weight decay. Without
+    those options this is exactly ``Adam(model.parameters(), lr, weight_decay=weight_decay)``.
+    """
+    own_group = config is not None and (config.mapping_weight_decay > 0 or config.mapping_lr is not None)
+    if mapping is None or config is None or not own_group:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    mapped = {id(p) for p in mapping.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in mapped]
+    groups: list[dict[str, Any]] = [
+        {"params": rest},
+        {
+            "params": list(mapping.parameters()),
+            "lr": config.mapping_lr if config.mapping_lr is not None else lr,
+            "weight_decay": config.mapping_weight_decay,
+            "decoupled_weight_decay": True,
+        },
+    ]
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -174,10 +260,12 @@ def profile_regulariser(mapped: torch.Tensor, mask: torch.Tensor, tau: float) ->
 
     ``L = sum_k log(1 + exp(1/tau) * sum_{k' != k} exp(cos(c_k, c_k') / tau))`` on cosine similarities
     (unnormalised dot products could be pushed to minus infinity by growing the norms). Only existing
-    slots take part; the result is the mean over entities with at least two profiles (0 if none).
+    slots take part, and only where the mapped profile is not exactly zero (a zero-initialised
+    mapping's first step: a cosine there has no direction); the result is the mean over entities with
+    at least two such profiles (0 if none).
     """
     k = mapped.shape[1]
-    m = mask.to(mapped.dtype)
+    m = (mask.bool() & _nonzero(mapped)).to(mapped.dtype)
     if k < 2:
         return mapped.new_zeros(())
     unit = F.normalize(mapped, dim=-1)
@@ -192,13 +280,19 @@ def profile_regulariser(mapped: torch.Tensor, mask: torch.Tensor, tau: float) ->
     return (per_slot.sum(dim=1) * eligible).sum() / n
 
 
+def _nonzero(values: torch.Tensor) -> torch.Tensor:
+    """``[...]`` bool: whether each vector along the last dimension has a nonzero entry."""
+    return values.detach().ne(0).any(dim=-1)
+
+
 def info_nce(anchor: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, tau: float) -> torch.Tensor:
     """In-batch InfoNCE between ``anchor [N, d]`` and ``target [N, d]`` on cosine similarity.
 
     Row n's positive is target n, the other valid targets are its negatives. Rows with
-    ``valid[n] = False`` (entities without profiles) are left out. Returns the mean over valid rows.
+    ``valid[n] = False`` (entities without profiles) and rows whose anchor or target is exactly zero
+    (no direction, see :func:`profile_regulariser`) are left out. Returns the mean over kept rows.
     """
-    keep = valid.bool()
+    keep = valid.bool() & _nonzero(anchor) & _nonzero(target)
     if int(keep.sum().item()) == 0:
         return anchor.new_zeros(())
     a = F.normalize(anchor[keep], dim=-1)

@@ -147,6 +147,55 @@ def test_lightgcn_tower_is_collab_plus_mean_of_mapped_profiles(split: Split) -> 
     assert torch.allclose(out[1], collab[1] + mapped[1, 1], atol=1e-6)
 
 
+def test_zero_init_fused_lightgcn_starts_as_the_base_model(split: Split) -> None:
+    torch.manual_seed(0)
+    fused = build_model(
+        "lightgcn", split.train, SMALL["lightgcn"], ProExConfig(mapping_zero_init=True), profiles_for(split)
+    )
+    torch.manual_seed(0)
+    base = build_model("lightgcn", split.train, SMALL["lightgcn"])
+    assert isinstance(fused, LightGCN) and fused.mapping is not None
+    users = np.arange(10)
+    assert torch.equal(fused.score_all(users), base.score_all(users))
+    fused.train()
+    batch = next(iter(fused.epoch_batches(np.random.default_rng(0))))
+    output = fused.loss(batch)
+    output.total.backward()
+    assert np.isfinite(output.parts["loss"]) and output.parts.get("reg", 0.0) == 0.0
+    grad = fused.mapping.out.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # the profile term grows from the first step
+
+
+def test_lightgcn_l2_covers_the_embeddings_and_mapping_decay_the_mapping(split: Split) -> None:
+    config = ProExConfig(n_profiles=4, mapping_hidden=12, mapping_weight_decay=0.1)
+    model = build_model("lightgcn", split.train, SMALL["lightgcn"], config, profiles_for(split))
+    assert isinstance(model, LightGCN) and model.mapping is not None
+    expected = model.user_embedding.pow(2).sum() + model.item_embedding.pow(2).sum()
+    assert torch.allclose(model.l2_penalty(), expected)
+    groups = model.make_optimizer().param_groups
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.1]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.mapping.parameters()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_regularised_mapping_keeps_towers_equal_to_score_all(kind: str, split: Split) -> None:
+    config = ProExConfig(
+        mapping_hidden=12,
+        mapping_zero_init=True,
+        mapping_weight_decay=0.1,
+        mapping_lr=0.01,
+        profile_dropout=0.3,
+        mapping_dropout=0.2,
+    )
+    torch.manual_seed(0)
+    model = build_model(kind, split.train, SMALL[kind], config, profiles_for(split))
+    assert isinstance(model, LightGCN | MultVAE)
+    train_a_little(model, split)
+    users = np.array([0, 3, 7, 11, 39])
+    assert torch.allclose(model.score_all(users), tower_scores(model, users), atol=1e-5)
+    assert torch.equal(model.score_all(users), model.score_all(users))  # no dropout at inference
+
+
 def test_mapping_runs_only_on_the_batch_rows(split: Split) -> None:
     model = make("lightgcn", split, True)
     assert model.mapping is not None
@@ -180,8 +229,23 @@ def test_multvae_item_vectors_reproduce_the_decoder_logits(split: Split) -> None
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("proex", [False, True])
 def test_towers_export_to_onnx(kind: str, proex: bool, split: Split, tmp_path: Path) -> None:
+    export_and_compare(make(kind, split, proex), split, tmp_path)
+
+
+def test_regularised_mapping_towers_export_to_onnx(split: Split, tmp_path: Path) -> None:
+    config = ProExConfig(mapping_hidden=12, mapping_zero_init=True, profile_dropout=0.3, mapping_dropout=0.2)
+    torch.manual_seed(0)
+    model = build_model("lightgcn", split.train, SMALL["lightgcn"], config, profiles_for(split))
+    assert isinstance(model, LightGCN) and model.mapping is not None
+    train_a_little(model, split, epochs=1)  # the output layer is no longer zero
+    assert model.mapping.out.weight.abs().sum() > 0
+    export_and_compare(model, split, tmp_path)
+
+
+def export_and_compare(model: LightGCN | MultVAE, split: Split, tmp_path: Path) -> None:
+    """Export the user tower (eval mode) to ONNX and check onnxruntime reproduces it."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    model = make(kind, split, proex)
+    kind = model.kind
     model.eval()
     users = np.array([0, 1, 2])
     if isinstance(model, LightGCN):

@@ -13,6 +13,7 @@ from training.proex import (
     gaussian_kl,
     info_nce,
     kl_alignment,
+    make_adam,
     masked_mean,
     mix,
     mix_weights,
@@ -172,3 +173,72 @@ def test_config_validation_and_model_defaults() -> None:
     config = proex_defaults("multvae", n_envs=5, alpha=None)
     assert config.n_envs == 5 and config.alpha == 0.1
     assert ProExConfig.from_dict({**config.as_dict(), "unknown": 1}) == config
+
+
+def test_mapping_options_are_validated() -> None:
+    with pytest.raises(ValueError):
+        ProExConfig(mapping_weight_decay=-1.0)
+    with pytest.raises(ValueError):
+        ProExConfig(mapping_lr=0.0)
+    with pytest.raises(ValueError):
+        ProExConfig(profile_dropout=1.0)
+    with pytest.raises(ValueError):
+        ProExConfig(mapping_dropout=-0.1)
+
+
+def test_zero_init_mapping_outputs_zero_until_trained() -> None:
+    torch.manual_seed(0)
+    mlp = MappingMLP(12, 7, 3, zero_init=True)
+    profiles = torch.randn(5, 4, 12)
+    assert torch.equal(mlp(profiles), torch.zeros(5, 4, 3))
+    assert mlp.hidden.weight.abs().sum() > 0  # only the output layer starts at zero
+    (mlp(profiles) - torch.randn(5, 4, 3)).pow(2).sum().backward()  # the output layer still learns
+    assert mlp.out.weight.grad is not None and mlp.out.weight.grad.abs().sum() > 0
+
+
+def test_mapping_dropout_acts_in_training_mode_only() -> None:
+    torch.manual_seed(0)
+    plain = MappingMLP(12, 7, 3)
+    dropped = MappingMLP(12, 7, 3, input_dropout=0.5, hidden_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # dropout adds no parameters
+    x = torch.randn(6, 4, 12)
+    dropped.eval()
+    assert torch.equal(dropped(x), plain(x))
+    dropped.train()
+    assert not torch.allclose(dropped(x), plain(x))
+    assert isinstance(MappingMLP(12, 7, 3).input_dropout, torch.nn.Identity)  # rate 0: no dropout op
+
+
+def test_make_adam_decays_only_the_mapping() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.embedding = torch.nn.Parameter(torch.randn(5, 3))
+    model.mapping = MappingMLP(4, 6, 3)
+    plain = make_adam(model, 0.01, mapping=model.mapping, config=ProExConfig())
+    assert len(plain.param_groups) == 1  # no mapping option: plain Adam over every parameter
+    config = ProExConfig(mapping_weight_decay=0.5, mapping_lr=0.1)
+    optimizer = make_adam(model, 0.01, mapping=model.mapping, config=config)
+    assert len(optimizer.param_groups) == 2
+    assert optimizer.param_groups[1]["lr"] == 0.1 and optimizer.param_groups[0]["lr"] == 0.01
+    embedding = model.embedding.detach().clone()
+    weight = model.mapping.hidden.weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # zero gradients: only the decay moves parameters
+    optimizer.step()
+    assert torch.equal(model.embedding.detach(), embedding)
+    assert torch.allclose(model.mapping.hidden.weight.detach(), weight * (1 - 0.1 * 0.5))
+
+
+def test_cosine_terms_skip_zero_vectors() -> None:
+    mapped = torch.zeros(3, 4, 5, requires_grad=True)
+    mask = torch.ones(3, 4)
+    reg = profile_regulariser(mapped, mask, 0.2)
+    assert reg.item() == 0.0
+    anchor = torch.randn(4, 5)
+    target = torch.zeros(4, 5, requires_grad=True)
+    loss = info_nce(anchor, target, torch.ones(4, dtype=torch.bool), 0.2)
+    assert loss.item() == 0.0
+    half = torch.cat([torch.randn(2, 5), torch.zeros(2, 5)]).requires_grad_()
+    loss = info_nce(anchor, half, torch.ones(4, dtype=torch.bool), 0.2)
+    loss.backward()
+    assert half.grad is not None and torch.isfinite(half.grad).all() and half.grad[2:].abs().sum() == 0

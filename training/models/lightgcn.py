@@ -2,8 +2,9 @@
 
 Base model: user and item ID embeddings (Xavier-initialised) propagated over the symmetric-normalised
 bipartite adjacency ``D^-1/2 A D^-1/2`` (a torch sparse matrix, ``torch.sparse.mm``), final embedding =
-mean of layers 0..L; BPR with one uniformly sampled negative per training positive; L2 on all
-parameters; Adam.
+mean of layers 0..L; BPR with one uniformly sampled negative per training positive; L2 on the ID
+embeddings (the ProEx mapping has its own, decoupled weight decay, ``ProExConfig.mapping_weight_decay``);
+Adam.
 
 Layer mean vs the papers' reference code: that code sums the L + 1 layers instead of averaging them.
 Under Adam, summing with (lr, L2) trains like averaging with ((L + 1) lr, L2 / (L + 1)^2), up to the
@@ -18,9 +19,12 @@ are accepted (the reference code accepts them too).
 ProEx (``proex`` given): the K profile vectors of the batch's distinct users and items go through the
 shared mapping ``f_psi: d_s -> hidden -> d``; each environment mixes them with Dirichlet weights and adds
 them to the propagated embeddings (Eq. 8, 12); the loss is Eq. 13-14 with InfoNCE alignment between the
-propagated embedding and the mixed profile. Inference adds the masked mean of the K mapped profiles
-(Algorithm 2). The towers (:meth:`LightGCN.user_tower`, :meth:`LightGCN.item_tower`) compute exactly
-that from ``(collab, profiles, profile_mask)`` with ONNX-exportable ops.
+propagated embedding and the mixed profile. ``L_rec^e`` is LightGCN's whole loss, BPR plus the embedding
+L2, so Eq. 14's sum over environments keeps the base model's ratio of BPR to L2 (adding the L2 once to a
+sum of |E| BPR terms would weaken it |E|-fold against the base model under Adam). Inference adds the
+masked mean of the K mapped profiles (Algorithm 2). The towers (:meth:`LightGCN.user_tower`,
+:meth:`LightGCN.item_tower`) compute exactly that from ``(collab, profiles, profile_mask)`` with
+ONNX-exportable ops.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from training.proex import (
     environment_objective,
     environment_theta,
     info_nce,
+    make_adam,
     masked_mean,
     mix,
     mix_weights,
@@ -156,7 +161,7 @@ class LightGCN(Recommender):
         if proex is not None and profiles is not None:
             if profiles.k != proex.n_profiles:
                 raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
-            self.mapping = MappingMLP(profiles.dim, proex.mapping_hidden, d)
+            self.mapping = MappingMLP.for_config(profiles.dim, d, proex)
             self.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
             self.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
             self.register_buffer("item_profiles", torch.from_numpy(profiles.item_vectors))
@@ -171,7 +176,8 @@ class LightGCN(Recommender):
         return asdict(self.config)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr)
+        """Adam; ``f_psi`` in its own group when the ProEx config gives it a weight decay or lr."""
+        return make_adam(self, self.config.lr, mapping=self.mapping, config=self.proex)
 
     def batches_per_epoch(self) -> int:
         return -(-len(self._train_users) // self.config.batch_size)
@@ -215,7 +221,8 @@ class LightGCN(Recommender):
         return final[: self.n_users], final[self.n_users :]
 
     def l2_penalty(self) -> torch.Tensor:
-        return sum((p.pow(2).sum() for p in self.parameters()), torch.zeros(()))
+        """Squared L2 norm of the ID embeddings (``f_psi`` has its own ``mapping_weight_decay``)."""
+        return self.user_embedding.pow(2).sum() + self.item_embedding.pow(2).sum()
 
     # ------------------------------------------------------------------ training loss
     def loss(self, batch: tuple[torch.Tensor, ...]) -> LossOutput:
@@ -260,7 +267,7 @@ class LightGCN(Recommender):
             fused_u = zu_uniq + mixed_users[e]
             fused_i = zi_uniq + mixed_items[e]
             bpr = _bpr(fused_u[user_pos], fused_i[pos_pos], fused_i[neg_pos])
-            env_loss = bpr
+            env_loss = bpr + l2  # L_rec^e is LightGCN's whole loss, BPR plus its L2 (Eq. 13)
             if cfg.use_alignment and cfg.lambda_align > 0:
                 align = info_nce(zu_uniq, mixed_users[e], user_valid, cfg.tau_align) + info_nce(
                     zi_uniq, mixed_items[e], item_valid, cfg.tau_align
@@ -279,18 +286,21 @@ class LightGCN(Recommender):
             )
             total = total + cfg.lambda_reg * reg
             parts["reg"] = float(reg.detach())
-        total = total + l2
         parts["loss"] = float(total.detach())
         return LossOutput(total, parts)
 
     # ------------------------------------------------------------------ towers and scoring
     def user_tower(self) -> LightGCNTower:
-        """The exportable user tower (shares the mapping MLP with the item tower)."""
-        return LightGCNTower(self.mapping)
+        """The exportable user tower (shares the mapping MLP with the item tower).
+
+        The tower starts in the model's mode (eval after training), so an exporter that restores the
+        tower's mode afterwards leaves ``f_psi``'s dropout off.
+        """
+        return LightGCNTower(self.mapping).train(self.training)
 
     def item_tower(self) -> LightGCNTower:
         """The exportable item tower (same computation as the user tower, shared weights)."""
-        return LightGCNTower(self.mapping)
+        return LightGCNTower(self.mapping).train(self.training)
 
     def collab_user_vectors(self) -> np.ndarray:
         """Propagated user embeddings ``z_u`` ``[n_users, d]`` (the towers' ``collab`` input)."""

@@ -46,6 +46,7 @@ from training.proex import (
     environment_objective,
     environment_theta,
     kl_alignment,
+    make_adam,
     masked_mean,
     mix,
     mix_weights,
@@ -153,7 +154,7 @@ class MultVAE(Recommender):
         if proex is not None and profiles is not None:
             if profiles.k != proex.n_profiles:
                 raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
-            self.mapping = MappingMLP(profiles.dim, proex.mapping_hidden, 2 * cfg.latent_dim)
+            self.mapping = MappingMLP.for_config(profiles.dim, 2 * cfg.latent_dim, proex)
             self.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
             self.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
             self.register_buffer("item_profiles", torch.from_numpy(profiles.item_vectors))
@@ -183,7 +184,7 @@ class MultVAE(Recommender):
         return asdict(self.config)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        return make_adam(self, self.config.lr, self.config.weight_decay, self.mapping, self.proex)
 
     def batches_per_epoch(self) -> int:
         return -(-len(self._trainable_users) // self.config.batch_size)
@@ -315,8 +316,8 @@ class MultVAE(Recommender):
 
     # ------------------------------------------------------------------ towers and scoring
     def user_tower(self) -> MultVAEUserTower:
-        """The exportable user tower (history multi-hot + profiles -> ``[B, H + 1]``)."""
-        return MultVAEUserTower(self)
+        """The exportable user tower (history multi-hot + profiles -> ``[B, H + 1]``), in the model's mode."""
+        return MultVAEUserTower(self).train(self.training)
 
     def item_vectors(self) -> np.ndarray:
         """``concat(W2, b2)`` ``[n_items, H + 1]`` of the decoder's last layer."""
