@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from functools import lru_cache
 
 ITEMS_ALIAS = "items"
 PROFILES_ALIAS = "profiles"
@@ -38,6 +39,7 @@ def profiles_collection(version: str) -> str:
     return f"{PROFILES_ALIAS}_{check_version(version)}"
 
 
+@lru_cache(maxsize=1 << 16)
 def point_id(entity_type: str, raw_id: str) -> str:
     if entity_type not in ("user", "item"):
         raise ValueError(f"entity_type must be 'user' or 'item', got {entity_type!r}")

@@ -235,3 +235,48 @@ def read_profile_vectors(
         embedding_model=str(table["embedding_model"][0]),
         version=str(table["version"][0]),
     )
+
+
+def read_store_vectors(folder: str | Path) -> tuple[list[tuple[str, str, np.ndarray]], str, str]:
+    """Every entity's vectors ``(entity_type, entity_id, vectors[k, d])``, the embedding model and version."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(folder) / VECTORS_FILE)
+    entries = [
+        (str(t), str(e), np.asarray(v, dtype=np.float32).reshape(int(k), int(d)))
+        for t, e, k, d, v in zip(
+            table["entity_type"].to_pylist(),
+            table["entity_id"].to_pylist(),
+            table["k"].to_pylist(),
+            table["dim"].to_pylist(),
+            table["vectors"].to_pylist(),
+            strict=True,
+        )
+    ]
+    model = str(table["embedding_model"][0]) if table.num_rows else ""
+    version = str(table["version"][0]) if table.num_rows else ""
+    return entries, model, version
+
+
+def merge_into_store(target: str | Path, delta: str | Path) -> dict[str, int]:
+    """Replace, in the store ``target``, the profiles and vectors of every entity present in ``delta``
+    (and add entities it did not have). Both files are rewritten atomically; the target keeps its
+    version. Returns counts."""
+    target, delta = Path(target), Path(delta)
+    delta_rows = read_profiles(delta)
+    changed = {(r["entity_type"], r["entity_id"]) for r in delta_rows}
+    kept_rows = [r for r in read_profiles(target) if (r["entity_type"], r["entity_id"]) not in changed]
+    base_entries, model, version = read_store_vectors(target)
+    delta_entries, delta_model, _ = read_store_vectors(delta)
+    if delta_model != model:
+        raise ValueError(f"{delta} was embedded with {delta_model!r}, {target} with {model!r}")
+    for row in delta_rows:
+        row["version"] = version
+    entries = [e for e in base_entries if (e[0], e[1]) not in changed] + delta_entries
+    write_profiles(target, kept_rows + delta_rows)
+    write_profile_vectors(target, entries, model, version)
+    return {
+        "entities_replaced": len(changed & {(e[0], e[1]) for e in base_entries}),
+        "entities_added": len(changed - {(e[0], e[1]) for e in base_entries}),
+        "rows": len(kept_rows) + len(delta_rows),
+    }

@@ -1,0 +1,458 @@
+"""The generation job: drives the strategy coroutines, batches their requests, caches, resumes.
+
+Phases: users, then items with training interactions (their prompts use the users' profiles), then
+items without (their prompts use the most similar items' profiles). Within a phase up to
+``max_active`` entities are in flight; every round collects the pending step of each (a list of chat
+requests or an embedding request), answers the chat requests from the cache or with ONE backend call,
+answers the embedding requests with one embedder call, and advances the coroutines. A finished entity
+(K validated profiles, their vectors, similarities) is committed to the job cache before the next
+round, and a re-run or a resumed run skips it; generations of unfinished entities are answered from
+the cache. The final ``profiles.parquet`` and ``profile_vectors.parquet`` are written atomically at
+the end, from the cache, for every selected entity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_jobs.cache import CACHE_FILE, JobCache
+from offline_jobs.context import JobContext
+from offline_jobs.embedding import Embedder
+from offline_jobs.entity_text import EntityText, Neighbours
+from offline_jobs.llm import ChatRequest, GenerationResult, LLMBackend
+from offline_jobs.prompts import load_prompts
+from offline_jobs.strategies import STRATEGY_FUNCS, Coroutine, Embed, GenerationConfig, StrategyContext
+from rec_contract.atomic import atomic_write_text
+from rec_contract.profile_store import write_profile_vectors, write_profiles
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    started: float = field(default_factory=time.perf_counter)
+    entities_done: int = 0
+    entities_skipped: int = 0
+    profiles: int = 0
+    fallbacks: int = 0
+    requests: int = 0
+    generated: int = 0
+    cache_hits: int = 0
+    backend_calls: int = 0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    generate_seconds: float = 0.0
+    embed_seconds: float = 0.0
+    embedded_texts: int = 0
+    rounds: int = 0
+    sim_regenerations: int = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        elapsed = self.elapsed()
+        d = {k: v for k, v in self.__dict__.items() if k != "started"}
+        d["wall_seconds"] = round(elapsed, 2)
+        d["profiles_per_s"] = round(self.profiles / max(elapsed, 1e-9), 3)
+        d["tokens_per_s"] = round(self.completion_tokens / max(self.generate_seconds, 1e-9), 1)
+        d["fallback_rate"] = round(self.fallbacks / max(self.profiles, 1), 4)
+        return d
+
+
+class _CachingEmbedder:
+    """Embeds each distinct text once per run (the similarity loop re-embeds unchanged texts)."""
+
+    def __init__(self, embedder: Embedder, stats: RunStats) -> None:
+        self.embedder = embedder
+        self.stats = stats
+        self.memo: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
+        if missing:
+            started = time.perf_counter()
+            vecs = self.embedder.embed(missing)
+            self.stats.embed_seconds += time.perf_counter() - started
+            self.stats.embedded_texts += len(missing)
+            for t, v in zip(missing, vecs, strict=True):
+                self.memo[t] = v
+        if len(self.memo) > 50_000:
+            keep = set(texts)
+            self.memo = {t: v for t, v in self.memo.items() if t in keep}
+        return (
+            np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.embedder.dim), np.float32)
+        )
+
+
+@dataclass
+class _Active:
+    entity_type: str
+    index: int
+    gen: Coroutine
+    step: Any
+
+
+_SUMMED = (
+    "profiles", "fallbacks", "requests", "generated", "cache_hits", "backend_calls", "completion_tokens",
+    "prompt_tokens", "embedded_texts", "rounds", "sim_regenerations",
+)  # fmt: skip
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker process needs to rebuild the job (everything picklable)."""
+
+    dataset: str
+    data_dir: str | None
+    split_method: str | None
+    split_seed: int
+    settings: Any  # JobSettings
+    embed_backend: str
+    embed_batch_size: int
+
+
+class ProfileJob:
+    def __init__(
+        self,
+        ctx: JobContext,
+        backend: LLMBackend | None,
+        embedder: Embedder,
+        out: str | Path,
+        cfg: GenerationConfig,
+        max_active: int = 32,
+        neighbour_embeddings: str | Path | None = None,
+        prompt_file: str | Path | None = None,
+        progress: Callable[[RunStats, int], None] | None = None,
+        model_id: str | None = None,
+        workers: int = 1,
+        worker_spec: WorkerSpec | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """``backend`` may be None with ``workers > 1``: workers load their own (``model_id`` names it)."""
+        if backend is None and (workers < 2 or worker_spec is None or model_id is None):
+            raise ValueError("without a backend, give workers > 1, a worker_spec and the model_id")
+        self.ctx = ctx
+        self.backend = backend
+        self.model_id = backend.model_id if backend is not None else str(model_id)
+        self.workers = max(1, workers)
+        self.worker_spec = worker_spec
+        self.neighbour_embeddings = neighbour_embeddings
+        self.prompt_file = prompt_file
+        self.out = Path(out)
+        self.prompts = load_prompts(cfg.strategy, prompt_file)
+        self.cfg = GenerationConfig(
+            **{
+                **cfg.__dict__,
+                "model": self.model_id,
+                "prompt_version": self.prompts.full_version,
+                "dataset": f"{ctx.name}:{ctx.dataset.fingerprint()}",
+                "split": f"{ctx.split_method}:{ctx.split_seed}:{ctx.split.fingerprint()}",
+            }
+        )
+        self.config_digest = self.cfg.digest()
+        self.stats = RunStats()
+        self.embedder = _CachingEmbedder(embedder, self.stats)
+        self.embedding_model = embedder.model_id
+        self.max_active = max(1, max_active)
+        self.cache = JobCache(self.out / CACHE_FILE, run_id)
+        texts = EntityText(ctx)
+        neighbours = Neighbours(ctx, neighbour_embeddings) if cfg.strategy == "reclm" else None
+        self.sc = StrategyContext(self.cfg, self.prompts, texts, neighbours)
+        self.progress = progress
+
+    # ------------------------------------------------------------------ execution of one round
+    def _chat(self, requests: list[ChatRequest]) -> list[GenerationResult]:
+        assert self.backend is not None
+        model = self.backend.model_id
+        keys = [r.cache_key(model) for r in requests]
+        found = self.cache.get_many(keys)
+        self.stats.requests += len(requests)
+        todo: dict[str, ChatRequest] = {}
+        for key, req in zip(keys, requests, strict=True):
+            if key not in found and key not in todo:
+                todo[key] = req
+        self.stats.cache_hits += sum(1 for k in keys if k in found)
+        if todo:
+            started = time.perf_counter()
+            results = self.backend.generate(list(todo.values()))
+            self.stats.generate_seconds += time.perf_counter() - started
+            self.stats.backend_calls += 1
+            self.stats.generated += len(results)
+            for res in results:
+                self.stats.completion_tokens += res.completion_tokens
+                self.stats.prompt_tokens += res.prompt_tokens
+            self.cache.put_many(
+                (k, r.as_dict(), res) for (k, r), res in zip(todo.items(), results, strict=True)
+            )
+            found.update(dict(zip(todo, results, strict=True)))
+        return [found[k] for k in keys]
+
+    def _run_phase(self, entity_type: str, indices: Sequence[int]) -> None:
+        func = STRATEGY_FUNCS[self.cfg.strategy]
+        ids = self.ctx.dataset.user_ids if entity_type == "user" else self.ctx.dataset.item_ids
+        done = self.cache.done_keys(self.config_digest)
+        queue = [i for i in indices if (entity_type, str(ids[i])) not in done]
+        skipped = len(indices) - len(queue)
+        self.stats.entities_skipped += skipped
+        if self.progress and skipped:
+            self.progress(self.stats, skipped)
+        position = 0
+        active: list[_Active] = []
+        while True:
+            while len(active) < self.max_active and position < len(queue):
+                index = queue[position]
+                position += 1
+                gen = func(self.sc, entity_type, index)
+                active.append(_Active(entity_type, index, gen, next(gen)))
+            if not active:
+                break
+            self.stats.rounds += 1
+            chat: list[ChatRequest] = []
+            texts: list[str] = []
+            for a in active:
+                if isinstance(a.step, Embed):
+                    texts.extend(a.step.texts)
+                else:
+                    chat.extend(a.step)
+            chat_results = self._chat(chat) if chat else []
+            vectors = self.embedder.embed(texts) if texts else None
+            c_pos = t_pos = 0
+            still: list[_Active] = []
+            for a in active:
+                value: Any
+                if isinstance(a.step, Embed):
+                    n = len(a.step.texts)
+                    assert vectors is not None
+                    value = vectors[t_pos : t_pos + n]
+                    t_pos += n
+                else:
+                    n = len(a.step)
+                    value = chat_results[c_pos : c_pos + n]
+                    c_pos += n
+                try:
+                    a.step = a.gen.send(value)
+                    still.append(a)
+                except StopIteration as stop:
+                    self._finish(a, stop.value)
+            active = still
+
+    def _finish(self, a: _Active, rows: list[dict[str, Any]]) -> None:
+        vectors = rows[0].pop("_vectors", None)
+        entity_id = str(rows[0]["entity_id"])
+        self.cache.put_entity(self.config_digest, a.entity_type, entity_id, rows, vectors)
+        self._remember(a.entity_type, a.index, rows)
+        self.stats.entities_done += 1
+        self.stats.profiles += len(rows)
+        self.stats.fallbacks += sum(bool(r["is_fallback"]) for r in rows)
+        self.stats.sim_regenerations += sum(int(r["quality"].get("sim_regenerations", 0)) for r in rows)
+        if self.progress:
+            self.progress(self.stats, 1)
+
+    def _remember(self, entity_type: str, index: int, rows: list[dict[str, Any]]) -> None:
+        text = str(rows[0]["text"])
+        if entity_type == "user":
+            self.sc.user_profiles[index] = text
+        else:
+            self.sc.item_profiles[index] = text
+
+    def _load_done(self) -> None:
+        """Profiles finished by earlier runs feed the item prompts of this one."""
+        u_index = self.ctx.dataset.user_index()
+        i_index = self.ctx.dataset.item_index()
+        for entity_type, entity_id, rows, _ in self.cache.get_entities(self.config_digest):
+            index = (u_index if entity_type == "user" else i_index).get(entity_id)
+            if index is not None and rows:
+                self._remember(entity_type, index, rows)
+
+    # ------------------------------------------------------------------ the job
+    def run(self, users: Sequence[int], items: Sequence[int]) -> dict[str, Any]:
+        self._load_done()
+        warm = [i for i in items if self.ctx.item_popularity[i] > 0]
+        cold = [i for i in items if self.ctx.item_popularity[i] == 0]
+        if cold and self.workers == 1:
+            self.embed_item_texts()
+        for entity_type, indices in (("user", users), ("item", warm), ("item", cold)):
+            if not indices:
+                continue
+            if self.workers > 1:
+                self._run_phase_parallel(entity_type, indices)
+            else:
+                self._run_phase(entity_type, indices)
+        report = self.write_outputs(users, items)
+        self.cache.finish_run(report["stats"])
+        return report
+
+    def embed_item_texts(self) -> None:
+        """Vectors of every item's text: the similarity used for items without interactions."""
+        texts = [self.sc.texts.item_text(i) for i in range(self.ctx.dataset.n_items)]
+        started = time.perf_counter()
+        self.sc.item_text_vectors = self.embedder.embedder.embed(texts)
+        self.stats.embed_seconds += time.perf_counter() - started
+
+    # ------------------------------------------------------------------ several worker processes
+    def _run_phase_parallel(self, entity_type: str, indices: Sequence[int]) -> None:
+        """Shard a phase over ``workers`` processes (one model each, one thread each: two single-threaded
+        processes use a 2-core CPU better than one process with two synchronised threads). They share the
+        job cache (SQLite WAL); the next phase starts when all are done, so items see every user."""
+        import multiprocessing as mp
+
+        assert self.worker_spec is not None
+        ids = self.ctx.dataset.user_ids if entity_type == "user" else self.ctx.dataset.item_ids
+        done = self.cache.done_keys(self.config_digest)
+        pending = [i for i in indices if (entity_type, str(ids[i])) not in done]
+        skipped = len(indices) - len(pending)
+        self.stats.entities_skipped += skipped
+        if self.progress and skipped:
+            self.progress(self.stats, skipped)
+        if not pending:
+            return
+        wanted = {str(ids[i]) for i in pending}
+        spawn = mp.get_context("spawn")
+        self._phase_no = getattr(self, "_phase_no", 0) + 1
+        run_ids = [f"{self.cache.run_id}-p{self._phase_no}-{w}" for w in range(self.workers)]
+        procs = []
+        started = time.perf_counter()
+        for w in range(self.workers):
+            shard = list(pending[w :: self.workers])
+            if not shard:
+                continue
+            proc = spawn.Process(
+                target=_worker_main,
+                args=(
+                    self.worker_spec,
+                    self.cfg,
+                    str(self.out),
+                    self.max_active,
+                    self.neighbour_embeddings,
+                    self.prompt_file,
+                    entity_type,
+                    shard,
+                    run_ids[w],
+                ),
+                daemon=False,
+            )
+            proc.start()
+            procs.append(proc)
+        seen = 0
+        try:
+            while any(p.is_alive() for p in procs):
+                time.sleep(2.0)
+                now = sum(
+                    1 for t, i in self.cache.done_keys(self.config_digest) if t == entity_type and i in wanted
+                )
+                if now > seen and self.progress:
+                    self.stats.entities_done += now - seen
+                    self.progress(self.stats, now - seen)
+                seen = max(seen, now)
+        finally:
+            for proc in procs:
+                proc.join(timeout=5 if any(q.exitcode not in (0, None) for q in procs) else None)
+                if proc.is_alive():
+                    proc.kill()
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} worker process(es) failed (exit codes {failed}); re-run to resume"
+            )
+        self.stats.generate_seconds += time.perf_counter() - started
+        now = sum(1 for t, i in self.cache.done_keys(self.config_digest) if t == entity_type and i in wanted)
+        self.stats.entities_done += now - seen
+        for run in self.cache.runs():
+            if run["run_id"] in run_ids and run["stats"]:
+                st = run["stats"]
+                for key in _SUMMED:
+                    setattr(self.stats, key, getattr(self.stats, key) + int(st.get(key, 0)))
+                self.stats.embed_seconds += float(st.get("embed_seconds", 0.0))
+        self._load_done()
+
+    def write_outputs(self, users: Sequence[int], items: Sequence[int]) -> dict[str, Any]:
+        wanted = {("user", str(self.ctx.dataset.user_ids[u])) for u in users}
+        wanted |= {("item", str(self.ctx.dataset.item_ids[i])) for i in items}
+        rows: list[dict[str, Any]] = []
+        entries: list[tuple[str, str, np.ndarray]] = []
+        for entity_type, entity_id, entity_rows, vectors in sorted(
+            self.cache.get_entities(self.config_digest), key=lambda e: (e[0], e[1])
+        ):
+            if (entity_type, entity_id) not in wanted:
+                continue
+            for r in entity_rows:
+                r["version"] = self.cfg.version
+            rows.extend(entity_rows)
+            if vectors is not None:
+                entries.append((entity_type, entity_id, vectors))
+        missing = len(wanted) - len({(r["entity_type"], r["entity_id"]) for r in rows})
+        if rows:
+            write_profiles(self.out, rows)
+        if entries:
+            write_profile_vectors(self.out, entries, self.embedding_model, self.cfg.version)
+        stats = self.stats.as_dict()
+        stats["cache_regenerated"] = self.cache.regenerated
+        backend_stats = getattr(self.backend, "stats", None)
+        if isinstance(backend_stats, dict):
+            stats["backend"] = {
+                k: round(v, 2) if isinstance(v, float) else v for k, v in backend_stats.items()
+            }
+        report = {
+            "command": "generate",
+            "run_id": self.cache.run_id,
+            "config": {**self.cfg.__dict__, "digest": self.config_digest},
+            "embedding_model": self.embedding_model,
+            "users": len(users),
+            "items": len(items),
+            "profiles_written": len(rows),
+            "entities_missing": missing,
+            "stats": stats,
+        }
+        import json
+
+        atomic_write_text(self.out / "run_report.json", json.dumps(report, indent=2, default=str))
+        return report
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def _worker_main(
+    spec: WorkerSpec,
+    cfg: GenerationConfig,
+    out: str,
+    max_active: int,
+    neighbour_embeddings: str | Path | None,
+    prompt_file: str | Path | None,
+    entity_type: str,
+    shard: list[int],
+    run_id: str,
+) -> None:
+    """One worker process: its own model, one shard of one phase, results into the shared cache."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from offline_jobs.context import load_context
+    from offline_jobs.embedding import get_embedder
+    from offline_jobs.llm import create_backend
+    from rec_contract.logs import configure_logging
+
+    configure_logging(fmt=os.environ.get("PROFILEREC_LOG_FORMAT", "text"))
+    ctx = load_context(spec.dataset, spec.split_method, spec.split_seed, spec.data_dir)
+    backend = create_backend(spec.settings)
+    embedder = get_embedder(spec.embed_backend, spec.embed_batch_size, spec.settings)
+    job = ProfileJob(
+        ctx, backend, embedder, out, cfg, max_active, neighbour_embeddings, prompt_file, run_id=run_id
+    )
+    try:
+        job._load_done()
+        if entity_type == "item" and any(ctx.item_popularity[i] == 0 for i in shard):
+            job.embed_item_texts()
+        job._run_phase(entity_type, shard)
+        job.cache.finish_run(job.stats.as_dict())
+    finally:
+        job.close()
+        backend.close()

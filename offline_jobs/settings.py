@@ -1,0 +1,70 @@
+"""Typed settings of the offline jobs, from the environment (prefix ``PROFILEREC_``) or a ``.env`` file.
+
+Examples::
+
+    PROFILEREC_LLM_BACKEND=openai
+    PROFILEREC_LLM_BASE_URL=http://localhost:8000/v1      # vLLM; Ollama: http://localhost:11434/v1
+    PROFILEREC_LLM_MODEL=Qwen/Qwen2.5-7B-Instruct
+    PROFILEREC_LLM_API_KEY=sk-...                         # OpenAI; any string for vLLM/Ollama
+    PROFILEREC_EMBED_BACKEND=openai
+    PROFILEREC_EMBED_MODEL=text-embedding-3-small
+
+CLI flags override these per run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class JobSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROFILEREC_", env_file=".env", extra="ignore")
+
+    # generation
+    llm_backend: Literal["torch", "llama_cpp", "openai", "fake"] = "torch"
+    llm_model: str | None = (
+        None  # openai: the served model name; torch/llama_cpp: a GGUF path (default SmolLM2)
+    )
+    llm_base_url: str = "http://localhost:8000/v1"
+    llm_api_key: SecretStr | None = None
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 96
+    seed: int = 2024
+    llm_concurrency: int = Field(default=8, ge=1)
+    llm_timeout_s: float = 120.0
+    llm_max_retries: int = Field(default=5, ge=0)
+    llm_backoff_s: float = 1.0
+    llm_backoff_max_s: float = 30.0
+    # embedded model (torch and llama_cpp backends)
+    llama_threads: int = Field(default=1, ge=1)  # 1 is faster than 2 when the other core is busy
+    llama_n_ctx: int = 1024  # per sequence
+    llama_batch_seqs: int = Field(default=64, ge=1)  # sequences decoded together
+    job_workers: int = Field(default=1, ge=1)  # processes sharing a generation job (embedded backends)
+
+    def active_entities(self, override: int | None = None) -> int:
+        """How many entities a generation job keeps in flight (``override`` wins when given).
+
+        A served endpoint: enough to keep its concurrency busy. Embedded: enough entities to fill the
+        decode batch, few enough that their conversations stay in the KV cache.
+        """
+        if override:
+            return override
+        if self.llm_backend == "openai":
+            return max(8, self.llm_concurrency)
+        return max(4, self.llama_batch_seqs * 3 // 2)
+
+    # embedding
+    embed_backend: Literal["minilm", "openai"] = "minilm"
+    embed_model: str = "text-embedding-3-small"
+    embed_base_url: str | None = None  # default: llm_base_url
+    embed_api_key: SecretStr | None = None  # default: llm_api_key
+    embed_dimensions: int | None = None
+
+    # Qdrant
+    qdrant_url: str | None = None
+    qdrant_path: str | None = None
+    qdrant_api_key: SecretStr | None = None

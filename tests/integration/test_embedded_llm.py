@@ -1,0 +1,82 @@
+"""The embedded SmolLM2-135M backends on the real GGUF (tiny outputs to keep the suite fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from offline_jobs.llm import ChatRequest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYSTEM = "You are a recommendation assistant. You describe people's tastes in movies accurately and briefly."
+
+
+def requests(n, max_tokens=12, shared_prefix=False):
+    history = "\n".join(
+        [
+            "- Fargo (1996) | Crime, Drama | 5/5",
+            "- Heat (1995) | Action, Crime | 4/5",
+            "- Babe (1995) | Comedy | 2/5",
+        ]
+    )
+    out = []
+    for i in range(n):
+        tail = f"Angle {i}: describe them briefly." if shared_prefix else f"User {i} profile, briefly."
+        out.append(
+            ChatRequest(
+                messages=(("system", SYSTEM), ("user", f"Movies they watched:\n{history}\n\n{tail}")),
+                max_tokens=max_tokens,
+                seed=100 + i,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_backend():
+    from offline_jobs.torch_backend import TorchGGUFBackend
+
+    return TorchGGUFBackend(n_seq=3, n_ctx_per_seq=512)
+
+
+@pytest.fixture(scope="module")
+def llama_backend():
+    from offline_jobs.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend(n_seq=3, n_ctx_per_seq=512, n_threads=1)
+
+
+def test_torch_backend_continuous_batching_and_prefix_reuse(torch_backend):
+    reqs = requests(5, shared_prefix=True)  # more requests than slots: slots are refilled
+    results = torch_backend.generate(reqs)
+    assert len(results) == 5
+    for r in results:
+        assert r.text and r.finish_reason in ("stop", "length") and 0 < r.completion_tokens <= 12
+        assert r.prompt_tokens > 40 and r.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert torch_backend.stats["prefix_reused_tokens"] > 0
+    # a retained conversation is continued without re-reading its prefix
+    before = torch_backend.stats["prefilled_tokens"]
+    follow = ChatRequest(
+        messages=(*reqs[4].messages, ("assistant", results[4].text), ("user", "Now in one word?")),
+        max_tokens=4,
+        seed=7,
+    )
+    torch_backend.generate([follow])
+    assert torch_backend.stats["prefilled_tokens"] - before < 30
+
+
+def test_llama_cpp_backend_batches(llama_backend):
+    results = llama_backend.generate(requests(4, max_tokens=8))
+    assert len(results) == 4 and all(r.text and 0 < r.completion_tokens <= 8 for r in results)
+    assert llama_backend.stats["steps"] < 4 * 8 + 4  # several sequences per decode step
+
+
+def test_both_backends_agree_on_the_greedy_first_tokens(torch_backend, llama_backend):
+    req = ChatRequest(messages=requests(1)[0].messages, max_tokens=3, temperature=0.0, seed=1)
+    from offline_jobs.torch_backend import TorchGGUFBackend
+
+    assert isinstance(torch_backend, TorchGGUFBackend)
+    a = torch_backend.generate([req])[0]
+    b = llama_backend.generate([req])[0]
+    assert a.text.split()[:1] == b.text.split()[:1]
+    assert torch_backend.format_prompt(req.messages) == llama_backend.format_prompt(req.messages)

@@ -1,0 +1,192 @@
+"""The generation job with the fake backend: K rows per entity with metadata, validation fallback,
+the similarity constraint, caching and resuming after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from offline_jobs.cache import CACHE_FILE, JobCache
+from offline_jobs.context import load_context
+from offline_jobs.llm import ChatRequest, FakeBackend, GenerationResult
+from offline_jobs.runner import ProfileJob
+from offline_jobs.strategies import GenerationConfig
+from rec_contract.profile_store import PROFILE_COLUMNS, read_profile_vectors, read_profiles
+from tests.unit._fakes import HashEmbedder
+
+
+@pytest.fixture(scope="module")
+def ctx(movielens):
+    return load_context(movielens, "random", 2024)
+
+
+def cold_item(ctx) -> int:
+    return int(np.flatnonzero(ctx.item_popularity == 0)[0])
+
+
+def run(ctx, out, backend=None, strategy="proex", users=(0, 1), items=(0,), **cfg):
+    backend = backend or FakeBackend()
+    job = ProfileJob(
+        ctx,
+        backend,
+        HashEmbedder(),
+        out,
+        GenerationConfig(strategy=strategy, k=4, version="t1", **cfg),
+        max_active=4,
+    )
+    try:
+        return job.run(list(users), list(items)), backend
+    finally:
+        job.close()
+
+
+@pytest.mark.parametrize("strategy", ["proex", "reclm", "duet"])
+def test_strategies_write_k_profiles_with_metadata(ctx, tmp_path, strategy):
+    cold = cold_item(ctx)
+    report, _ = run(ctx, tmp_path, strategy=strategy, items=(0, cold))
+    rows = read_profiles(tmp_path)
+    assert len(rows) == 4 * 4 and report["profiles_written"] == 16
+    for row in rows:
+        assert set(PROFILE_COLUMNS) <= set(row)
+        assert row["strategy"] == strategy and row["version"] == "t1" and row["created_at"]
+        assert row["model"] == "fake" and "+" in row["prompt_version"]
+        q = json.loads(row["quality"])
+        assert "cos_to_siblings" in q
+    users = [r for r in rows if r["entity_type"] == "user" and r["entity_id"] == "1"]
+    assert [r["slot"] for r in sorted(users, key=lambda r: r["slot"])] == [0, 1, 2, 3]
+    if strategy == "proex":
+        assert {r["stage"] for r in users} == {"original", "new"}
+        q = json.loads(next(r for r in users if r["slot"] == 2)["quality"])
+        assert "cos_to_original" in q and "angle" in q
+    vecs = read_profile_vectors(
+        tmp_path, "item", [str(ctx.dataset.item_ids[0]), str(ctx.dataset.item_ids[cold])]
+    )
+    assert vecs.vectors.shape == (2, 4, 64) and vecs.mask.all()
+
+
+def test_item_prompts_use_user_profiles_and_cold_items_similar_items(ctx, tmp_path):
+    cold = cold_item(ctx)
+    backend = FakeBackend()
+    seen: list[str] = []
+    original = backend.generate
+
+    def spy(requests):
+        seen.extend(r.messages[-1][1] for r in requests)
+        return original(requests)
+
+    backend.generate = spy  # type: ignore[method-assign]
+    run(ctx, tmp_path, backend=backend, strategy="reclm", users=(), items=(0, cold))
+    warm_prompt = next(p for p in seen if "Toy Story" in p)
+    assert "Profiles of people who" in warm_prompt
+    cold_title = ctx.title(cold)
+    cold_prompt = next(p for p in seen if cold_title in p)
+    assert "Similar" in cold_prompt
+
+
+class JunkBackend(FakeBackend):
+    model_id = "junk"
+
+    def generate(self, requests):
+        self.calls += 1
+        return [
+            GenerationResult(text="the the the the the the the the", finish_reason="stop", model="junk")
+        ] * len(requests)
+
+
+def test_rejected_output_is_retried_then_replaced_by_extractive(ctx, tmp_path):
+    backend = JunkBackend()
+    report, _ = run(ctx, tmp_path, backend=backend, strategy="duet", users=(0,), items=(), max_retries=2)
+    rows = read_profiles(tmp_path)
+    assert all(r["is_fallback"] and r["stage"] == "fallback" and r["model"] == "extractive" for r in rows)
+    q = json.loads(rows[0]["quality"])
+    assert q["attempts"] == 3 and "format" in q["fallback_reason"]
+    assert report["stats"]["fallbacks"] == 4
+    assert rows[0]["text"].startswith("User 1 is a 24-year-old man")
+
+
+class SameBackend(FakeBackend):
+    """Every answer has the same words in a seed-dependent order: no copied 5-grams, but identical bags
+    of words, so (with the bag-of-words test embedder) the new profiles violate the similarity bound."""
+
+    WORDS = (
+        "likes",
+        "crime",
+        "dramas",
+        "thrillers",
+        "Fargo",
+        "clever",
+        "plots",
+        "strong",
+        "characters",
+        "dark",
+    )
+
+    def generate(self, requests):
+        self.requests += len(requests)
+        out = []
+        for r in requests:
+            words = list(np.random.default_rng(r.seed).permutation(self.WORDS))
+            out.append(
+                GenerationResult(text="Likes: " + " ".join(words) + ".", finish_reason="stop", model="fake")
+            )
+        return out
+
+
+def test_similarity_constraint_regenerates_and_records(ctx, tmp_path):
+    report, backend = run(ctx, tmp_path, backend=SameBackend(), users=(0,), items=(), sim_retries=2)
+    rows = sorted(read_profiles(tmp_path), key=lambda r: r["slot"])
+    qs = [json.loads(r["quality"]) for r in rows]
+    assert qs[1]["cos_to_original"] > 0.99 and qs[1]["sim_regenerations"] == 2
+    assert qs[1]["similarity_violation"] is True and len(qs[1]["sim_history"]) == 3
+    # 4 chain steps (F1, F2, F3 and 3 x F4) + 2 rounds x 3 regenerations
+    assert backend.requests == 3 + 3 + 6
+    assert report["stats"]["sim_regenerations"] == 6
+
+
+class CrashingBackend(FakeBackend):
+    def __init__(self, crash_after: int) -> None:
+        super().__init__()
+        self.crash_after = crash_after
+
+    def generate(self, requests):
+        if self.calls >= self.crash_after:
+            raise KeyboardInterrupt("simulated crash")
+        return super().generate(requests)
+
+
+def test_rerun_and_resume_regenerate_nothing(ctx, tmp_path):
+    users, items = (0, 1, 2, 3, 4), (0, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run(ctx, tmp_path, backend=CrashingBackend(crash_after=3), users=users, items=items)
+    cache = JobCache(tmp_path / CACHE_FILE)
+    before = cache.count_generations()
+    cache.close()
+    assert before > 0 and not (tmp_path / "profiles.parquet").exists()
+
+    report, backend = run(ctx, tmp_path, users=users, items=items)
+    stats = report["stats"]
+    assert stats["cache_hits"] >= before  # everything finished before the crash came from the cache
+    assert stats["cache_regenerated"] == 0
+    cache = JobCache(tmp_path / CACHE_FILE)
+    assert cache.count_generations() == before + stats["generated"]
+    cache.close()
+    first = read_profiles(tmp_path)
+    assert len(first) == 4 * (len(users) + len(items))
+
+    # a full re-run: every entity is finished, nothing is generated or even asked for
+    report, backend = run(ctx, tmp_path, users=users, items=items)
+    assert report["stats"]["generated"] == 0 and backend.requests == 0
+    assert report["stats"]["entities_skipped"] == len(users) + len(items)
+    assert [r["text"] for r in read_profiles(tmp_path)] == [r["text"] for r in first]
+
+
+def test_cache_key_covers_model_and_sampling():
+    req = ChatRequest(messages=(("user", "hi"),), seed=1)
+    assert req.cache_key("a") != req.cache_key("b")
+    assert req.cache_key("a") != ChatRequest(messages=(("user", "hi"),), seed=2).cache_key("a")
+    assert req.cache_key("a") != ChatRequest(messages=(("user", "hi"),), seed=1, temperature=0.1).cache_key(
+        "a"
+    )
+    assert req.cache_key("a") == ChatRequest(messages=(("user", "hi"),), seed=1).cache_key("a")

@@ -1,0 +1,66 @@
+"""Prompt templates are packaged data files with versions; settings select backends."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from offline_jobs.llm import FakeBackend, available_backends, create_backend
+from offline_jobs.prompts import STRATEGIES, load_prompts
+from offline_jobs.settings import JobSettings
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_prompt_files_load_with_versions(strategy):
+    p = load_prompts(strategy)
+    assert p.version.startswith(strategy) and re.fullmatch(r"[0-9a-f]{12}", p.digest)
+    assert p.full_version == f"{p.version}+{p.digest}"
+    for entity_type in ("user", "item"):
+        assert p.template(entity_type, "system")
+
+
+def test_proex_has_four_steps_and_angles():
+    p = load_prompts("proex")
+    for step in ("f1", "f2", "f3", "f4"):
+        assert p.template("user", step) and p.template("item", step)
+    assert len(p.angles("user")) >= 3
+    text = p.render("user", "f4", original="O", aspects="A", latent="L", angle="ANGLE", plural="movies")
+    assert "${" not in text and text.endswith("ANGLE")  # the angle last: F4 requests share their prefix
+    first = p.render("user", "f1", entity_id="7", who="", plural_cap="Movies", verb="watched", genre="genre",
+                     history="- Fargo", plural="movies")  # fmt: skip
+    assert "${" not in first and "User 7" in first and "- Fargo" in first
+
+
+def test_custom_prompt_file(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('version = "mine-1"\n[user]\nsystem = "S ${plural}"\n')
+    p = load_prompts("proex", f)
+    assert p.version == "mine-1" and p.render("user", "system", plural="books") == "S books"
+    f.write_text("[user]\nsystem = 'x'\n")
+    with pytest.raises(ValueError, match="version"):
+        load_prompts("proex", f)
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("PROFILEREC_LLM_BACKEND", "fake")
+    monkeypatch.setenv("PROFILEREC_MAX_TOKENS", "33")
+    monkeypatch.setenv("PROFILEREC_LLM_API_KEY", "secret")
+    s = JobSettings()
+    assert s.llm_backend == "fake" and s.max_tokens == 33
+    assert "secret" not in repr(s)  # the key is a SecretStr
+    assert isinstance(create_backend(s), FakeBackend)
+    assert {"torch", "llama_cpp", "openai", "fake"} <= set(available_backends())
+
+
+def test_cli_flags_override_settings(monkeypatch):
+    import argparse
+
+    from offline_jobs.runner_cli import settings_from_args
+
+    monkeypatch.setenv("PROFILEREC_TEMPERATURE", "0.3")
+    args = argparse.Namespace(llm_backend="openai", temperature=None, batch_size=4, llm_model="m")
+    s = settings_from_args(args)
+    assert (
+        s.llm_backend == "openai" and s.temperature == 0.3 and s.llama_batch_seqs == 4 and s.llm_model == "m"
+    )
