@@ -11,7 +11,7 @@ export PROFILEREC_WORK_DIR ?= $(abspath var)
 # llama.cpp: never spin idle OpenMP threads on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-service lint format typecheck test test-unit test-integration demo bench bench-all redis clean
+.PHONY: help install install-service lint format typecheck test test-unit test-integration demo stop bench bench-all redis clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -60,8 +60,11 @@ test-unit: $(STAMP)  ## unit tests only
 test-integration: $(STAMP) redis  ## integration tests only
 	$(BIN)/pytest tests/integration
 
-demo: $(STAMP) redis  ## the main job end to end on MovieLens-100k
+demo: $(STAMP) redis  ## the main job end to end on MovieLens-100k: artefacts, service, a recommendation
 	$(BIN)/python -m scripts.demo
+
+stop:  ## stop the service and redis-server started by `make demo`
+	$(BIN)/python -m scripts.demo --stop
 
 bench: $(STAMP)  ## quick benchmarks (protocol check, evaluation speed)
 	$(BIN)/python -m benchmarks mostpop

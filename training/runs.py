@@ -87,6 +87,7 @@ class RunConfig:
     seed: int
     created_at: str
     format_version: int = RUN_FORMAT_VERSION
+    dataset_source: str = ""  # what load_dataset() was given: a registry name or a saved dataset folder
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -135,6 +136,7 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         hyperparameters=model.hyperparameters(),
         proex=spec.proex.as_dict() if spec.proex is not None else None,
         dataset=dataset.name,
+        dataset_source=str(spec.dataset),
         dataset_fingerprint=dataset.fingerprint(),
         split_method=method,
         split_seed=spec.split_seed,

@@ -1,0 +1,286 @@
+"""``profilerec-pipeline``: the model lifecycle, from data to a live bundle, and back.
+
+    profilerec-pipeline bootstrap --dataset movielens-100k   # profiles -> train -> export -> publish (live)
+    profilerec-pipeline export RUN_DIR                        # a trained run -> a bundle (not live)
+    profilerec-pipeline publish BUNDLE_DIR [--no-promote]     # collections + make live
+    profilerec-pipeline retrain [--tolerance 0.005]           # all data -> candidate -> gate -> live
+    profilerec-pipeline rollback                              # the previous bundle is live again
+    profilerec-pipeline status                                # live/previous bundles and their metrics
+
+Every step skips what is already done, so a re-run resumes (and ``docker compose up`` can run the
+bootstrap every time). Qdrant: ``--qdrant-url`` / ``PROFILEREC_QDRANT_URL`` for a server, else the
+embedded storage at ``PROFILEREC_QDRANT_PATH`` (which must not be open by a running service; with the
+service running, promotion moves only the bundle pointer and the service builds the collection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rec_contract.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def _env_path(name: str, default: str) -> Path:
+    return Path(os.environ.get(name) or default)
+
+
+@contextmanager
+def _qdrant(args: argparse.Namespace, required: bool = True) -> Iterator[Any]:
+    """A sync Qdrant client, or None when the embedded storage is held by a running service and the
+    step can do without (promotion)."""
+    from offline_jobs.qdrant_upload import qdrant_client
+    from offline_jobs.refresh import _embedded_storage_locked
+
+    if not args.qdrant_url and _embedded_storage_locked(Path(args.qdrant_path)):
+        if required:
+            raise SystemExit(
+                f"the embedded Qdrant at {args.qdrant_path} is open by a running service: "
+                "stop it, or use a Qdrant server"
+            )
+        log.info(
+            "embedded Qdrant held by the service: it will build the collections when it loads the bundle"
+        )
+        yield None
+        return
+    client = qdrant_client(
+        path=args.qdrant_path, url=args.qdrant_url, api_key=os.environ.get("PROFILEREC_QDRANT_API_KEY")
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
+    from offline_jobs.context import load_context
+    from offline_jobs.embedding import export_text_encoder
+    from offline_jobs.profile_builder import BuildOptions, build_profiles
+    from offline_jobs.publish import publish
+    from offline_jobs.selection import select
+    from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
+    from rec_contract.profile_store import VECTORS_FILE, merge_into_store
+    from training.export import ExportOptions, export_bundle
+    from training.models import TrainConfig
+    from training.proex import ProExConfig
+    from training.runs import METRICS_FILE, RunSpec, execute_run
+
+    work = Path(args.work_dir)
+    report: dict[str, Any] = {"dataset": args.dataset}
+    name = Path(args.dataset).name
+
+    text_encoder = work / "text_encoder"
+    if not (text_encoder / "text_encoder.onnx").exists():
+        export_text_encoder(text_encoder)
+    report["text_encoder"] = str(text_encoder)
+
+    # Profiles: the live store is built once (extractive for everyone, LLM profiles for a sample on
+    # top), then only the daily refresh changes it.
+    store = Path(args.profiles_from) if args.profiles_from else work / "profiles" / f"{name}-live"
+    if not (store / VECTORS_FILE).exists():
+        ctx = load_context(args.dataset, None, args.split_seed, args.data_dir)
+        version = f"{name}-live-k{args.k}"
+        build_profiles(
+            ctx,
+            range(ctx.dataset.n_users),
+            range(ctx.dataset.n_items),
+            store,
+            BuildOptions("extractive", args.k, version),
+        )
+        if args.llm_users or args.llm_items:
+            sample_dir = work / "profiles" / f"{name}-{args.strategy}-sample"
+            users = select(ctx.dataset, "user", "all", args.llm_users) if args.llm_users else []
+            items = select(ctx.dataset, "item", "all", args.llm_items) if args.llm_items else []
+            report["llm_sample"] = build_profiles(
+                ctx, users, items, sample_dir, BuildOptions(args.strategy, args.k, version)
+            )
+            report["merge"] = merge_into_store(store, sample_dir)
+    report["profile_store"] = str(store)
+
+    variant = "proex" if args.proex else "base"
+    run_dir = work / "runs" / f"bootstrap-{name}-{args.model}-{variant}"
+    if not (run_dir / METRICS_FILE).exists():
+        spec = RunSpec(
+            dataset=args.dataset,
+            model=args.model,
+            proex=ProExConfig(n_profiles=args.k) if args.proex else None,
+            profiles_path=str(store) if args.proex else None,
+            train=TrainConfig(
+                epochs=args.epochs, eval_every=args.eval_every, patience=args.patience, seed=args.seed
+            ),
+            split_seed=args.split_seed,
+            out=str(run_dir),
+            data_dir=args.data_dir,
+        )
+        execute_run(spec)
+    report["run"] = json.loads((run_dir / METRICS_FILE).read_text())["test"]
+
+    bundles_root = Path(args.bundles_root)
+    exported = [
+        bundles_root / v
+        for v in list_versions(bundles_root)
+        if read_manifest(bundles_root / v).training.get("run_dir") == str(run_dir.resolve())
+    ]
+    bundle = (
+        exported[-1]
+        if exported
+        else export_bundle(run_dir, ExportOptions(bundles_root=bundles_root, text_encoder_dir=text_encoder))
+    )
+    report["bundle"] = bundle.name
+    try:
+        live = resolve_pointer(bundles_root).name
+    except Exception:
+        live = None
+    if live == bundle.name:
+        report["publish"] = "already live"
+    else:
+        with _qdrant(args) as client:
+            report["publish"] = publish(bundle, client, store)
+    return report
+
+
+def _status(args: argparse.Namespace) -> dict[str, Any]:
+    from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
+
+    root = Path(args.bundles_root)
+    out: dict[str, Any] = {"bundles_root": str(root), "versions": list_versions(root)}
+    for pointer in ("current", "previous"):
+        try:
+            manifest = read_manifest(resolve_pointer(root, pointer))
+        except Exception as exc:
+            out[pointer] = f"none ({exc})"
+            continue
+        out[pointer] = {
+            "version": manifest.bundle_version,
+            "model": manifest.model_kind,
+            "proex": manifest.proex,
+            "created_at": manifest.created_at.isoformat(),
+            "valid_recall@20": manifest.metrics.get("valid_recall@20"),
+            "test_recall@20": manifest.metrics.get("test_recall@20"),
+        }
+    state = Path(args.work_dir) / "refresh" / "state.json"
+    if state.exists():
+        out["refresh"] = json.loads(state.read_text())
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profilerec-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work-dir", default=str(_env_path("PROFILEREC_WORK_DIR", "var")))
+    parser.add_argument("--bundles-root", default=os.environ.get("PROFILEREC_BUNDLES_ROOT"))
+    parser.add_argument("--data-dir", default=os.environ.get("PROFILEREC_DATA_DIR"))
+    parser.add_argument("--qdrant-url", default=os.environ.get("PROFILEREC_QDRANT_URL") or None)
+    parser.add_argument("--qdrant-path", default=os.environ.get("PROFILEREC_QDRANT_PATH"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    boot = sub.add_parser("bootstrap", help="profiles -> train -> export -> publish, resumable")
+    boot.add_argument("--dataset", default="movielens-100k")
+    boot.add_argument("--model", choices=["lightgcn", "multvae"], default="lightgcn")
+    boot.add_argument("--proex", action=argparse.BooleanOptionalAction, default=True)
+    boot.add_argument("--k", type=int, default=4, help="profiles per user and item")
+    boot.add_argument("--strategy", choices=["proex", "reclm", "duet"], default="proex")
+    boot.add_argument(
+        "--llm-users", type=int, default=0, help="users given LLM profiles (the rest: extractive)"
+    )
+    boot.add_argument(
+        "--llm-items", type=int, default=0, help="items given LLM profiles (the rest: extractive)"
+    )
+    boot.add_argument(
+        "--profiles-from", help="use this profile store (e.g. the full LLM run) instead of building one"
+    )
+    boot.add_argument("--epochs", type=int, default=400)
+    boot.add_argument("--eval-every", type=int, default=5)
+    boot.add_argument("--patience", type=int, default=10)
+    boot.add_argument("--seed", type=int, default=2024)
+    boot.add_argument("--split-seed", type=int, default=2024)
+
+    exp = sub.add_parser("export", help="a trained run -> a bundle (not live)")
+    exp.add_argument("run_dir")
+    exp.add_argument("--version")
+    exp.add_argument("--seen", choices=["train", "all"], default="train")
+
+    pub = sub.add_parser("publish", help="create a bundle's collections and make it live")
+    pub.add_argument("bundle_dir")
+    pub.add_argument("--profiles", help="profile store to upload if the profiles collection is missing")
+    pub.add_argument("--no-promote", action="store_true")
+
+    ret = sub.add_parser("retrain", help="retrain on all data, gate against the live model, promote")
+    ret.add_argument("--tolerance", type=float, default=0.005, help="allowed drop of validation Recall@20")
+    ret.add_argument("--epochs", type=int, default=400)
+    ret.add_argument("--eval-every", type=int, default=5)
+    ret.add_argument("--patience", type=int, default=10)
+    ret.add_argument("--no-promote", action="store_true")
+
+    sub.add_parser("rollback", help="make the previous bundle live again")
+    sub.add_parser("status", help="the live and previous bundles")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    work = Path(args.work_dir)
+    args.bundles_root = args.bundles_root or str(work / "bundles")
+    args.qdrant_path = args.qdrant_path or str(work / "qdrant")
+    from offline_jobs.publish import publish, rollback
+    from offline_jobs.rollout import PromotionRefusedError, RetrainOptions, retrain
+    from training.export import ExportOptions, export_bundle
+
+    try:
+        if args.command == "bootstrap":
+            result: Any = _bootstrap(args)
+        elif args.command == "export":
+            bundle = export_bundle(
+                args.run_dir,
+                ExportOptions(
+                    bundles_root=Path(args.bundles_root),
+                    text_encoder_dir=work / "text_encoder",
+                    version=args.version,
+                    seen=args.seen,
+                ),
+            )
+            result = {"bundle": str(bundle)}
+        elif args.command == "publish":
+            with _qdrant(args, required=False) as client:
+                result = publish(args.bundle_dir, client, args.profiles, make_live=not args.no_promote)
+        elif args.command == "retrain":
+            options = RetrainOptions(
+                bundles_root=Path(args.bundles_root),
+                work_dir=work,
+                text_encoder_dir=work / "text_encoder",
+                feedback_log=_env_path("PROFILEREC_FEEDBACK_LOG", str(work / "feedback" / "feedback.jsonl")),
+                catalog_log=_env_path("PROFILEREC_CATALOG_LOG", str(work / "feedback" / "catalog.jsonl")),
+                tolerance=args.tolerance,
+                epochs=args.epochs,
+                eval_every=args.eval_every,
+                patience=args.patience,
+                data_dir=Path(args.data_dir) if args.data_dir else None,
+                promote=not args.no_promote,
+            )
+            with _qdrant(args, required=False) as client:
+                result = retrain(options, client)
+        elif args.command == "rollback":
+            with _qdrant(args, required=False) as client:
+                result = rollback(args.bundles_root, client)
+        else:
+            result = _status(args)
+    except PromotionRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

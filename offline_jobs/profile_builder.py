@@ -1,0 +1,106 @@
+"""One entry point that writes a profile store for selected users and items, by strategy.
+
+``extractive`` builds the deterministic facet profiles; ``proex``, ``reclm`` and ``duet`` run the LLM
+generation job (validation, fallback, resumable cache). Both embed the profiles and write
+``profiles.parquet`` and ``profile_vectors.parquet`` into ``out``. Used by the ``generate`` command,
+the bootstrap pipeline and the daily refresh.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offline_jobs.context import JobContext
+from offline_jobs.settings import JobSettings
+
+STRATEGIES = ("proex", "reclm", "duet", "extractive")
+
+
+@dataclass
+class BuildOptions:
+    strategy: str
+    k: int
+    version: str
+    max_retries: int = 2
+    sim_threshold: float = 0.9
+    sim_retries: int = 1
+    max_active: int | None = None
+    embed_batch_size: int = 64
+    neighbour_embeddings: str | Path | None = None
+    prompt_file: str | Path | None = None
+
+
+def build_profiles(
+    ctx: JobContext,
+    users: Sequence[int],
+    items: Sequence[int],
+    out: str | Path,
+    options: BuildOptions,
+    settings: JobSettings | None = None,
+    progress: Callable[[Any, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the profiles of ``users`` and ``items`` (indices into ``ctx.dataset``) to the store ``out``."""
+    from offline_jobs.embedding import embed_profile_rows, get_embedder
+
+    if options.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {options.strategy!r}: one of {', '.join(STRATEGIES)}")
+    settings = settings or JobSettings()
+    out = Path(out)
+    embedder = get_embedder(settings.embed_backend, options.embed_batch_size, settings)
+    if options.strategy == "extractive":
+        from offline_jobs.extractive import build_extractive_rows
+        from rec_contract.profile_store import write_profile_vectors, write_profiles
+
+        started = time.perf_counter()
+        rows = build_extractive_rows(ctx, options.k, options.version, users, items)
+        write_profiles(out, rows)
+        entries = embed_profile_rows(rows, embedder, options.embed_batch_size)
+        write_profile_vectors(out, entries, embedder.model_id, options.version)
+        return {
+            "strategy": "extractive",
+            "users": len(users),
+            "items": len(items),
+            "profiles_written": len(rows),
+            "stats": {"generated": 0, "wall_seconds": round(time.perf_counter() - started, 2)},
+        }
+
+    from offline_jobs.llm import create_backend
+    from offline_jobs.runner import ProfileJob
+    from offline_jobs.strategies import GenerationConfig
+
+    cfg = GenerationConfig(
+        strategy=options.strategy,
+        k=options.k,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_tokens=settings.max_tokens,
+        seed=settings.seed,
+        max_retries=options.max_retries,
+        sim_threshold=options.sim_threshold,
+        sim_retries=options.sim_retries,
+        version=options.version,
+    )
+    max_active = settings.active_entities(options.max_active)
+    backend = create_backend(settings)
+    job = ProfileJob(
+        ctx,
+        backend,
+        embedder,
+        out,
+        cfg,
+        max_active=max_active,
+        neighbour_embeddings=options.neighbour_embeddings,
+        prompt_file=options.prompt_file,
+        progress=progress,
+    )
+    try:
+        report = job.run(users, items)
+    finally:
+        job.close()
+        backend.close()
+    report["strategy"] = options.strategy
+    return report

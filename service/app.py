@@ -1,0 +1,88 @@
+"""The app factory: ``create_app(settings)`` wires settings, lifespan, middleware, errors and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import install_error_handlers
+from service.metrics import REQUEST_LATENCY, REQUESTS
+from service.routes import admin, api, ops
+from service.runtime import build_runtime
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class MetricsMiddleware:
+    """Request count and latency by route template (not raw path: user ids would explode the labels)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            labels: dict[str, Any] = {
+                "route": template,
+                "method": scope.get("method", ""),
+                "status": str(status),
+            }
+            REQUESTS.labels(**labels).inc()
+            REQUEST_LATENCY.labels(**labels).observe(time.perf_counter() - started)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = build_runtime(settings)
+        app.state.runtime = rt
+        await rt.refresh_bundle()
+        if rt.holder.current is None:
+            log.warning("starting without a bundle", extra={"reason": rt.holder.error})
+        watcher = asyncio.create_task(rt.watch_bundle()) if settings.reload_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await rt.close()
+
+    app = FastAPI(
+        title="profilerec",
+        version="0.1.0",
+        summary="Top-N recommendations from LLM-written profiles fused with collaborative models (ProEx)",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(api)
+    app.include_router(admin)
+    app.include_router(ops)
+    return app

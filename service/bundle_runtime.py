@@ -1,0 +1,166 @@
+"""A bundle loaded for serving: manifest, ONNX sessions, id maps and arrays, opened once.
+
+The service holds one :class:`LoadedBundle` at a time in a :class:`BundleHolder`; a new bundle is loaded
+completely (verified, sessions opened, items collection ensured) before the holder switches to it, so
+requests in flight keep the object they started with and none fails during a switch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from rec_contract.bundle import BundleError, BundleManifest, TowerSpec, read_manifest, verify_bundle
+from rec_contract.text_encoder import OnnxTextEncoder
+
+log = logging.getLogger(__name__)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one request is a handful of rows: threads cost more than they give
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OnnxTower:
+    """One exported tower. Inputs are named as in the manifest's :class:`TowerSpec`."""
+
+    def __init__(self, folder: Path, spec: TowerSpec) -> None:
+        self.spec = spec
+        self.session = _session(folder / spec.file)
+        names = {i.name for i in self.session.get_inputs()}
+        if names != set(spec.inputs):
+            raise BundleError(
+                f"{folder / spec.file}: inputs {sorted(names)} differ from the manifest {sorted(spec.inputs)}"
+            )
+
+    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+        feeds = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
+        (out,) = self.session.run([self.spec.output], feeds)
+        return np.asarray(out, dtype=np.float32)
+
+
+@dataclass
+class SeenIndex:
+    """The interactions the bundle treats as seen, as CSR arrays (no scipy in the service)."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def items_of(self, user: int) -> np.ndarray:
+        return self.indices[self.indptr[user] : self.indptr[user + 1]]
+
+
+@dataclass
+class LoadedBundle:
+    path: Path
+    manifest: BundleManifest
+    user_ids: list[str]
+    item_ids: list[str]
+    user_index: dict[str, int]
+    item_index: dict[str, int]
+    items_meta: list[dict[str, Any]]
+    popular_order: np.ndarray
+    seen: SeenIndex
+    item_vectors: np.ndarray
+    collab_users: np.ndarray | None
+    collab_items: np.ndarray | None
+    user_tower: OnnxTower
+    item_tower: OnnxTower
+    text_encoder: OnnxTextEncoder
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.bundle_version
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.model_kind
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def _load_json_list(path: Path) -> list[Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(value, list):
+        raise BundleError(f"{path}: expected a JSON list")
+    return value
+
+
+def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBundle:
+    """Verify and open a bundle folder. Raises :class:`BundleError` with the offending file."""
+    folder = Path(folder).resolve()
+    started = time.perf_counter()
+    manifest = (
+        verify_bundle(folder, check_hashes=verify_checksums) if verify_checksums else read_manifest(folder)
+    )
+    user_ids = [str(u) for u in _load_json_list(folder / "users.json")]
+    item_ids = [str(i) for i in _load_json_list(folder / "items.json")]
+    items_meta = _load_json_list(folder / "items_meta.json")
+    if len(item_ids) != manifest.dataset.n_items or len(items_meta) != len(item_ids):
+        raise BundleError(
+            f"{folder}: items.json/items_meta.json do not match n_items={manifest.dataset.n_items}"
+        )
+    if len(user_ids) != manifest.dataset.n_users:
+        raise BundleError(f"{folder}: users.json does not match n_users={manifest.dataset.n_users}")
+    item_vectors = np.load(folder / "item_vectors.npy", mmap_mode="r")
+    if item_vectors.shape != (len(item_ids), manifest.item_dim):
+        raise BundleError(
+            f"{folder / 'item_vectors.npy'}: shape {item_vectors.shape} "
+            f"!= ({len(item_ids)}, {manifest.item_dim})"
+        )
+    collab_users = collab_items = None
+    if manifest.model_kind == "lightgcn":
+        collab_users = np.load(folder / "collab_users.npy")
+        collab_items = np.load(folder / "collab_items.npy")
+        if collab_users.shape != (len(user_ids), manifest.collab_dim):
+            raise BundleError(
+                f"{folder / 'collab_users.npy'}: shape {collab_users.shape} does not match the manifest"
+            )
+    with np.load(folder / "interactions.npz") as z:
+        seen = SeenIndex(indptr=z["indptr"].astype(np.int64), indices=z["indices"].astype(np.int64))
+    if len(seen.indptr) != len(user_ids) + 1:
+        raise BundleError(f"{folder / 'interactions.npz'}: indptr length does not match the users")
+    popularity = np.array([int(m.get("popularity", 0)) for m in items_meta])
+    bundle = LoadedBundle(
+        path=folder,
+        manifest=manifest,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        user_index={u: i for i, u in enumerate(user_ids)},
+        item_index={it: i for i, it in enumerate(item_ids)},
+        items_meta=items_meta,
+        popular_order=np.argsort(-popularity, kind="stable"),
+        seen=seen,
+        item_vectors=np.asarray(item_vectors, dtype=np.float32),
+        collab_users=collab_users,
+        collab_items=collab_items,
+        user_tower=OnnxTower(folder, manifest.user_tower),
+        item_tower=OnnxTower(folder, manifest.item_tower),
+        text_encoder=OnnxTextEncoder(folder),
+    )
+    log.info(
+        "bundle loaded",
+        extra={
+            "bundle_version": manifest.bundle_version,
+            "model_kind": manifest.model_kind,
+            "proex": manifest.proex,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return bundle

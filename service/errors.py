@@ -1,0 +1,111 @@
+"""Domain exceptions, mapped to HTTP in one place (:func:`install_error_handlers`).
+
+Client mistakes are 4xx with a message; a dependency that is down is 503 with the reason; anything
+unexpected is a 500 with a request id and no traceback in the body (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.metrics import ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequestError(ServiceError):
+    status_code = 400
+    code = "bad_request"
+
+
+class NotFoundError(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class UnknownItemsError(ServiceError):
+    status_code = 422
+    code = "unknown_items"
+
+
+class UnauthorizedError(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class DependencyUnavailableError(ServiceError):
+    """Qdrant (or another required dependency) cannot be reached: 503 with the reason."""
+
+    status_code = 503
+    code = "dependency_unavailable"
+
+
+class NotReadyError(ServiceError):
+    status_code = 503
+    code = "not_ready"
+
+
+def _body(code: str, message: str, details: dict[str, object] | None = None) -> dict[str, object]:
+    error: dict[str, object] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        ERRORS.labels(type=exc.code).inc()
+        if exc.status_code >= 500:
+            log.warning(
+                "request failed", extra={"path": request.url.path, "code": exc.code, "reason": exc.message}
+            )
+        headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+        return JSONResponse(
+            _body(exc.code, exc.message, exc.details), status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        ERRORS.labels(type="validation_error").inc()
+        problems = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())), "message": err.get("msg", "")}
+            for err in exc.errors()
+        ]
+        return JSONResponse(
+            _body("validation_error", "the request is not valid", {"problems": problems}), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        ERRORS.labels(type=code).inc()
+        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = uuid.uuid4().hex[:12]
+        ERRORS.labels(type="internal_error").inc()
+        log.exception("unhandled error", extra={"path": request.url.path, "request_id": request_id})
+        return JSONResponse(
+            _body("internal_error", f"unexpected error (request id {request_id}); see the service log"),
+            status_code=500,
+        )

@@ -1,0 +1,135 @@
+"""Request and response models: validation at the boundary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+EntityId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Strategy = Literal["personalized", "profile_only", "popular"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    categories: list[str] = Field(default_factory=list)
+    profile_snippet: str | None = Field(None, description="present with explain=true")
+
+
+class RecommendationResponse(BaseModel):
+    user_id: str | None = None
+    model_version: str
+    strategy: Strategy = Field(
+        description="personalized: collaborative signal (+ profiles); profile_only: profiles or text only; "
+        "popular: nothing known about the user, most popular items"
+    )
+    items: list[RecommendedItem]
+    user_profiles: list[str] | None = Field(None, description="the user's profile texts, with explain=true")
+
+
+class ColdStartRequest(StrictModel):
+    liked_items: list[EntityId] = Field(
+        default_factory=list, max_length=200, description="item ids the user liked"
+    )
+    text: str | None = Field(None, max_length=4000, description="free text about the user's tastes")
+    n: int = Field(20, ge=1, le=1000)
+    categories: list[Category] = Field(
+        default_factory=list, max_length=50, description="keep only these categories"
+    )
+    exclude: list[EntityId] = Field(default_factory=list, max_length=1000)
+    explain: bool = False
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("text must not be empty")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _something_to_go_on(self) -> ColdStartRequest:
+        if not self.liked_items and self.text is None:
+            raise ValueError("send liked_items, text, or both")
+        return self
+
+
+class ItemUpsertRequest(StrictModel):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
+        description="the item's description, used to embed it"
+    )
+    categories: list[Category] = Field(default_factory=list, max_length=20)
+
+
+class ItemUpsertResponse(BaseModel):
+    item_id: str
+    created: bool
+    vector_source: Literal["model", "text"] = Field(
+        description="model: a catalogue item keeps its trained vector; text: embedded from its text "
+        "(zero-shot)"
+    )
+    model_version: str
+
+
+class FeedbackEvent(StrictModel):
+    user_id: EntityId
+    item_id: EntityId
+    type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,31}$")] = Field(
+        description="e.g. click, like, purchase, rating"
+    )
+    timestamp: datetime | None = Field(
+        None, description="when it happened (ISO-8601); default: when received"
+    )
+    value: float | None = Field(None, description="optional strength, e.g. a rating")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+
+
+class ProfileUpsert(StrictModel):
+    entity_id: EntityId
+    vectors: list[list[float]] = Field(min_length=1, max_length=32, description="the K embedded profiles")
+    texts: list[str] = Field(min_length=1, max_length=32)
+    strategy: str = ""
+    is_fallback: list[bool] | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> ProfileUpsert:
+        if len(self.texts) != len(self.vectors):
+            raise ValueError("texts and vectors must have the same length (one text per profile)")
+        if len({len(v) for v in self.vectors}) != 1:
+            raise ValueError("every profile vector must have the same dimension")
+        return self
+
+
+class ProfilesUpsertRequest(StrictModel):
+    entity_type: Literal["user", "item"]
+    store_version: str = Field(description="must be the profile store version of the live bundle")
+    profiles: list[ProfileUpsert] = Field(min_length=1, max_length=1000)
+
+
+class ProfilesUpsertResponse(BaseModel):
+    upserted: int
+    invalidated: int
+
+
+class ReadinessResponse(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    checks: dict[str, str]
+    model_version: str | None = None

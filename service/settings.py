@@ -1,0 +1,78 @@
+"""Typed service settings, read from the environment (prefix ``PROFILEREC_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROFILEREC_", env_file=".env", extra="ignore")
+
+    # Artefacts (paths default to folders under work_dir: see rec_contract.paths)
+    work_dir: Path = Field(DEFAULT_WORK_DIR, description="root of the default paths below")
+    bundles_root: Path = Field(
+        None, description="versioned bundles and `current` (default <work_dir>/bundles)"
+    )  # type: ignore[assignment]
+    verify_checksums: bool = Field(True, description="verify every bundle file's sha256 on load")
+    reload_interval_s: float = Field(
+        2.0, ge=0, description="how often to look for a new `current` (0: never)"
+    )
+
+    # Qdrant: a server URL, or the embedded local mode on a path
+    qdrant_url: str | None = Field(None, description="e.g. http://qdrant:6333; unset: embedded local mode")
+    qdrant_path: Path = Field(None, description="embedded local mode storage (default <work_dir>/qdrant)")  # type: ignore[assignment]
+    qdrant_api_key: str | None = None
+    qdrant_timeout_s: float = Field(5.0, gt=0)
+    qdrant_exact_search: bool = Field(
+        True, description="brute-force search (exact top-N); off: HNSW on a server"
+    )
+
+    # Redis profile cache
+    redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="unset: no cache")
+    redis_timeout_s: float = Field(0.05, gt=0, description="socket timeout; a slow cache is skipped")
+    redis_retry_after_s: float = Field(5.0, ge=0, description="after a Redis error, skip it this long")
+    cache_ttl_s: int = Field(6 * 3600, gt=0)
+    ready_requires_redis: bool = Field(False, description="if true, /readyz is 503 while Redis is down")
+
+    # Feedback log the refresh job reads
+    feedback_log: Path = Field(None, description="default <work_dir>/feedback/feedback.jsonl")  # type: ignore[assignment]
+    catalog_log: Path = Field(
+        None, description="items added/edited through the API (default <work_dir>/feedback/)"
+    )  # type: ignore[assignment]
+    max_feedback_batch: int = Field(1000, gt=0)
+
+    # Requests
+    default_n: int = Field(20, gt=0)
+    max_n: int = Field(100, gt=0)
+    max_liked_items: int = Field(200, gt=0)
+    max_text_chars: int = Field(4000, gt=0)
+    snippet_chars: int = Field(200, gt=0)
+
+    # Auth: off unless a key is configured
+    api_key: str | None = Field(None, description="when set, requests must send it in `api_key_header`")
+    api_key_header: str = "X-API-Key"
+    admin_api_key: str | None = Field(
+        None,
+        description="key for /v1/admin/* (header X-Admin-Key); unset: loopback clients only",
+    )
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(1, ge=1)
+
+    @field_validator("qdrant_url", "redis_url", "api_key", "admin_api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths(cls, data: Any) -> Any:
+        return fill_default_paths(data, cls.model_fields)
