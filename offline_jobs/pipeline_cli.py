@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rec_contract.logs import configure_logging
+from training.cli import parse_hyperparameter
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
     from rec_contract.profile_store import VECTORS_FILE, merge_into_store
     from training.export import ExportOptions, export_bundle
     from training.models import TrainConfig
-    from training.proex import ProExConfig
+    from training.proex import proex_defaults
     from training.runs import METRICS_FILE, RunSpec, execute_run
 
     work = Path(args.work_dir)
@@ -112,8 +113,9 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
         spec = RunSpec(
             dataset=args.dataset,
             model=args.model,
-            proex=ProExConfig(n_profiles=args.k) if args.proex else None,
+            proex=proex_defaults(args.model, n_profiles=args.k) if args.proex else None,
             profiles_path=str(store) if args.proex else None,
+            hyperparameters=dict(args.hp),
             train=TrainConfig(
                 epochs=args.epochs, eval_every=args.eval_every, patience=args.patience, seed=args.seed
             ),
@@ -186,7 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     boot = sub.add_parser("bootstrap", help="profiles -> train -> export -> publish, resumable")
     boot.add_argument("--dataset", default="movielens-100k")
-    boot.add_argument("--model", choices=["lightgcn", "multvae"], default="lightgcn")
+    # Mult-VAE by default: on MovieLens-100k its ProEx fusion beats the base model (benchmarks/RESULTS.md)
+    # and an epoch takes a quarter of LightGCN's.
+    boot.add_argument("--model", choices=["lightgcn", "multvae"], default="multvae")
+    boot.add_argument(
+        "--hp",
+        type=parse_hyperparameter,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model hyperparameter (as profilerec-train --hp), e.g. --hp lr=0.005",
+    )
     boot.add_argument("--proex", action=argparse.BooleanOptionalAction, default=True)
     boot.add_argument("--k", type=int, default=4, help="profiles per user and item")
     boot.add_argument("--strategy", choices=["proex", "reclm", "duet"], default="proex")
@@ -235,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args.qdrant_path = args.qdrant_path or str(work / "qdrant")
     from offline_jobs.publish import publish, rollback
     from offline_jobs.rollout import PromotionRefusedError, RetrainOptions, retrain
+    from rec_contract.bundle import BundleError
     from training.export import ExportOptions, export_bundle
 
     try:
@@ -278,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     except PromotionRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 3
+    except (BundleError, FileNotFoundError, ValueError) as exc:  # a clear message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -4,7 +4,7 @@
    (deterministic extractive profiles for all 943 users and 1,682 items, and ProEx LLM profiles from
    the embedded SmolLM2 for a documented sample on top: ``--llm-users``/``--llm-items``, 24 each by
    default, so that the demo finishes in minutes; ``--llm-users 943 --llm-items 1682`` is the full
-   run); embed them with MiniLM; train LightGCN fused with the profiles the ProEx way; export the
+   run); embed them with MiniLM; train Mult-VAE fused with the profiles the ProEx way; export the
    ONNX towers into a versioned bundle; create the Qdrant collections (embedded, ``var/qdrant``);
    make the bundle live.
 2. Start redis-server (if none answers on the configured URL) and the service (uvicorn, one worker,

@@ -19,7 +19,8 @@ import os
 from typing import Any
 
 
-def _hyperparameter(text: str) -> tuple[str, Any]:
+def parse_hyperparameter(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from the command line, the value parsed as JSON when it is JSON."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", choices=("lightgcn", "multvae"), default="lightgcn")
     model.add_argument(
         "--hp",
-        type=_hyperparameter,
+        type=parse_hyperparameter,
         action="append",
         default=[],
         metavar="KEY=VALUE",
