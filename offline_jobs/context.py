@@ -160,7 +160,9 @@ def _movielens_ratings(dataset: InteractionDataset, train: sp.csr_matrix, root: 
         rows.append(u)
         cols.append(i)
         vals.append(float(parts[2]))
-    ratings = sp.csr_matrix((vals, (rows, cols)), shape=train.shape, dtype=np.float32)
+    ratings = sp.csr_matrix(
+        (np.asarray(vals, dtype=np.float32), (np.asarray(rows), np.asarray(cols))), shape=train.shape
+    )
     mask = train.copy().astype(np.float32)
     mask.data[:] = 1.0
     return ratings.multiply(mask).tocsr()

@@ -104,7 +104,7 @@ def embed_in_batches(
     embedder: Embedder,
     texts: Sequence[str],
     batch_size: int = 256,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> np.ndarray:
     """Embed many texts in chunks (progress after each chunk)."""
     chunks = []
@@ -122,7 +122,7 @@ def embed_profile_rows(
     rows: Sequence[dict[str, Any]],
     embedder: Embedder,
     batch_size: int = 256,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[tuple[str, str, np.ndarray]]:
     """Profile-store rows -> ``(entity_type, entity_id, vectors[k, d])`` in slot order."""
     texts = [str(r["text"]) for r in rows]

@@ -550,7 +550,7 @@ def build_extractive_rows(
     version: str,
     users: Sequence[int] | None = None,
     items: Sequence[int] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[dict[str, Any]]:
     """Profile-store rows (see :mod:`rec_contract.profile_store`) for the selected users and items."""
     profiler = ExtractiveProfiler(ctx)

@@ -98,7 +98,7 @@ def apply_logs(
         if event.get("type") != "item_upsert":
             continue
         raw = str(event["item_id"])
-        fields = {
+        fields: dict[str, Any] = {
             "title": str(event.get("title", raw)),
             "categories": [str(c) for c in event.get("categories", [])],
             "description": str(event.get("text", "")),

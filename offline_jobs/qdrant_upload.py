@@ -64,7 +64,7 @@ def upload_store(
     version: str | None = None,
     batch_size: int = 256,
     set_alias: bool = True,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Recreate ``profiles_<version>`` from the store and point the ``profiles`` alias at it."""
     from qdrant_client import models

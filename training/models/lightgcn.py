@@ -32,7 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -109,7 +109,7 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     """``D^-1/2 [[0, R], [R^T, 0]] D^-1/2`` of the user-item graph as a sparse CSR tensor."""
     r = sp.csr_matrix(train, dtype=np.float32)
     r.data[:] = 1.0
-    adj = sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32)
+    adj = cast(sp.csr_matrix, sp.bmat([[None, r], [r.T, None]], format="csr", dtype=np.float32))
     adj.sort_indices()
     degree = np.asarray(adj.sum(axis=1)).ravel()
     inv_sqrt = np.zeros_like(degree)
