@@ -8,9 +8,10 @@ the bootstrap pipeline and the daily refresh.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class BuildOptions:
     embed_batch_size: int = 64
     neighbour_embeddings: str | Path | None = None
     prompt_file: str | Path | None = None
+    # tqdm bars on stderr (entities, then profiles embedded); off when stderr is not a terminal (cron, CI)
+    show_progress: bool = field(default_factory=lambda: sys.stderr.isatty())  # noqa: PLW0108 (stderr now, not at import)
 
 
 def build_profiles(
@@ -56,9 +59,11 @@ def build_profiles(
         from rec_contract.profile_store import write_profile_vectors, write_profiles
 
         started = time.perf_counter()
-        rows = build_extractive_rows(ctx, options.k, options.version, users, items)
+        with _bar(options, len(users) + len(items), "extractive profiles", "entity") as bar:
+            rows = build_extractive_rows(ctx, options.k, options.version, users, items, progress=bar.update)
         write_profiles(out, rows)
-        entries = embed_profile_rows(rows, embedder, options.embed_batch_size)
+        with _bar(options, len(rows), "embedding", "profile") as bar:
+            entries = embed_profile_rows(rows, embedder, options.embed_batch_size, progress=bar.update)
         write_profile_vectors(out, entries, embedder.model_id, options.version)
         return {
             "strategy": "extractive",
@@ -98,9 +103,19 @@ def build_profiles(
         progress=progress,
     )
     try:
-        report = job.run(users, items)
+        with _bar(options, len(users) + len(items), f"{options.strategy} profiles", "entity") as bar:
+            if progress is None:
+                job.progress = lambda _stats, n: bar.update(n)
+            report = job.run(users, items)
     finally:
         job.close()
         backend.close()
     report["strategy"] = options.strategy
     return report
+
+
+def _bar(options: BuildOptions, total: int, desc: str, unit: str) -> Any:
+    """A tqdm progress bar, disabled when ``options.show_progress`` is off."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not options.show_progress)

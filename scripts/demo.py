@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     from offline_jobs.pipeline_cli import main as pipeline
 
     print("[1/3] building the artefacts (profiles -> embeddings -> training -> ONNX bundle -> Qdrant)")
+    # Progress bars and warnings on the terminal; the per-epoch logs stay in the run folder's epochs.jsonl.
+    service_log_level = os.environ.get("PROFILEREC_LOG_LEVEL", "INFO")
+    os.environ.setdefault("PROFILEREC_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("PROFILEREC_LOG_FORMAT", "text")
     code = pipeline(
         [
             "bootstrap",
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     print("[2/3] starting redis-server and the service")
     print(f"      redis: {_ensure_redis(args.redis_port)}")
     env = {
+        "PROFILEREC_LOG_LEVEL": service_log_level,  # the service's own log file keeps everything
+        "PROFILEREC_LOG_FORMAT": "json",
         "PROFILEREC_REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "PROFILEREC_HOST": "127.0.0.1",
         "PROFILEREC_PORT": str(args.port),
