@@ -77,17 +77,14 @@ def build_profiles(
     from offline_jobs.runner import ProfileJob
     from offline_jobs.strategies import GenerationConfig
 
-    cfg = GenerationConfig(
-        strategy=options.strategy,
-        k=options.k,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
-        seed=settings.seed,
+    cfg = GenerationConfig.from_settings(
+        settings,
+        options.strategy,
+        options.k,
+        options.version,
         max_retries=options.max_retries,
         sim_threshold=options.sim_threshold,
         sim_retries=options.sim_retries,
-        version=options.version,
     )
     max_active = settings.active_entities(options.max_active)
     backend = create_backend(settings)

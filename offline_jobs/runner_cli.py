@@ -105,17 +105,14 @@ def run_generate(
     items = select(ctx.dataset, "item", args.items, args.limit)
     out = Path(args.out) if args.out else default_out(args.dataset, args.strategy)
     version = version_of(args, args.strategy)
-    cfg = GenerationConfig(
-        strategy=args.strategy,
-        k=args.k,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_tokens=settings.max_tokens,
-        seed=settings.seed,
+    cfg = GenerationConfig.from_settings(
+        settings,
+        args.strategy,
+        args.k,
+        version,
         max_retries=args.max_retries,
         sim_threshold=args.sim_threshold,
         sim_retries=args.sim_retries,
-        version=version,
     )
     workers = settings.job_workers if settings.llm_backend in ("torch", "llama_cpp", "fake") else 1
     backend = create_backend(settings) if workers == 1 else None

@@ -60,6 +60,23 @@ class GenerationConfig:
     split: str = ""
     version: str = ""
 
+    @classmethod
+    def from_settings(
+        cls, settings: Any, strategy: str, k: int, version: str, **job: Any
+    ) -> GenerationConfig:
+        """The sampling parameters from the job settings; ``job`` holds the per-run options
+        (``max_retries``, ``sim_threshold``, ``sim_retries``)."""
+        return cls(
+            strategy=strategy,
+            k=k,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed,
+            version=version,
+            **job,
+        )
+
     def digest(self) -> str:
         """Identifies the finished-entity records a resumed run may reuse."""
         data = asdict(self)
