@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from offline_jobs.settings import JobSettings
@@ -70,6 +70,21 @@ class LLMBackend(Protocol):
     def generate(self, requests: Sequence[ChatRequest]) -> list[GenerationResult]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingBackend(Protocol):
+    """A backend that decodes a stream of requests (continuous batching across callers): the job
+    submits each entity's next requests as soon as the previous ones are answered."""
+
+    model_id: str
+
+    def submit(self, request: ChatRequest, done: Callable[[GenerationResult], None]) -> None: ...
+
+    def step(self) -> int: ...
+
+    @property
+    def busy(self) -> bool: ...
 
 
 class LLMError(RuntimeError):

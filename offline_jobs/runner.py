@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.context import JobContext
 from offline_jobs.embedding import Embedder
 from offline_jobs.entity_text import EntityText, Neighbours
-from offline_jobs.llm import ChatRequest, GenerationResult, LLMBackend
+from offline_jobs.llm import ChatRequest, GenerationResult, LLMBackend, StreamingBackend
 from offline_jobs.prompts import load_prompts
 from offline_jobs.strategies import STRATEGY_FUNCS, Coroutine, Embed, GenerationConfig, StrategyContext
 from rec_contract.atomic import atomic_write_text
@@ -99,6 +100,16 @@ class _Active:
     gen: Coroutine
     step: Any
 
+
+@dataclass
+class _Flow(_Active):
+    """An entity in the streaming phase: its pending step's answers as they arrive."""
+
+    results: list[Any] = field(default_factory=list)
+    missing: int = 0
+
+
+_EMBED_BATCH = 32  # texts gathered before an embedding call in the streaming phase
 
 _SUMMED = (
     "profiles", "fallbacks", "requests", "generated", "cache_hits", "backend_calls", "completion_tokens",
@@ -195,8 +206,8 @@ class ProfileJob:
             found.update(dict(zip(todo, results, strict=True)))
         return [found[k] for k in keys]
 
-    def _run_phase(self, entity_type: str, indices: Sequence[int]) -> None:
-        func = STRATEGY_FUNCS[self.cfg.strategy]
+    def _pending(self, entity_type: str, indices: Sequence[int]) -> list[int]:
+        """``indices`` without the entities an earlier run finished (counted as skipped)."""
         ids = self.ctx.dataset.user_ids if entity_type == "user" else self.ctx.dataset.item_ids
         done = self.cache.done_keys(self.config_digest)
         queue = [i for i in indices if (entity_type, str(ids[i])) not in done]
@@ -204,6 +215,14 @@ class ProfileJob:
         self.stats.entities_skipped += skipped
         if self.progress and skipped:
             self.progress(self.stats, skipped)
+        return queue
+
+    def _run_phase(self, entity_type: str, indices: Sequence[int]) -> None:
+        if isinstance(self.backend, StreamingBackend):
+            self._run_phase_streaming(entity_type, indices, self.backend)
+            return
+        func = STRATEGY_FUNCS[self.cfg.strategy]
+        queue = self._pending(entity_type, indices)
         position = 0
         active: list[_Active] = []
         while True:
@@ -243,6 +262,111 @@ class ProfileJob:
                 except StopIteration as stop:
                     self._finish(a, stop.value)
             active = still
+
+    def _run_phase_streaming(
+        self, entity_type: str, indices: Sequence[int], backend: StreamingBackend
+    ) -> None:
+        """The phase without rounds, for a backend that decodes a stream of requests.
+
+        An entity's next requests are submitted as soon as its previous ones are answered, so the
+        backend's batch stays full instead of draining at the end of every round (the slowest
+        request of a round used to hold every other entity back). Cache lookups, in-flight
+        de-duplication and the per-entity commit are as in the round-based path; embedding requests
+        are gathered and answered together when enough are waiting or nothing else can progress.
+        """
+        func = STRATEGY_FUNCS[self.cfg.strategy]
+        queue = deque(self._pending(entity_type, indices))
+        model = backend.model_id
+        ready: deque[_Flow] = deque()  # steps that can be answered now
+        embedding: list[_Flow] = []  # waiting for vectors
+        in_flight: dict[str, list[tuple[_Flow, int]]] = {}  # cache key -> who waits for it
+        finished: list[tuple[str, ChatRequest, GenerationResult]] = []
+        n_active = 0
+        embed_age = 0
+
+        def answered(key: str, request: ChatRequest) -> Callable[[GenerationResult], None]:
+            def done(result: GenerationResult) -> None:
+                finished.append((key, request, result))
+                self.stats.generated += 1
+                self.stats.completion_tokens += result.completion_tokens
+                self.stats.prompt_tokens += result.prompt_tokens
+                for flow, slot in in_flight.pop(key, []):
+                    flow.results[slot] = result
+                    flow.missing -= 1
+                    if flow.missing == 0:
+                        ready.append(flow)
+
+            return done
+
+        def dispatch(flow: _Flow) -> None:
+            if isinstance(flow.step, Embed):
+                embedding.append(flow)
+                return
+            requests: list[ChatRequest] = flow.step
+            keys = [r.cache_key(model) for r in requests]
+            found = self.cache.get_many(keys)
+            self.stats.requests += len(requests)
+            self.stats.cache_hits += sum(1 for k in keys if k in found)
+            flow.results = [found.get(k) for k in keys]
+            flow.missing = sum(1 for r in flow.results if r is None)
+            for slot, (key, req) in enumerate(zip(keys, requests, strict=True)):
+                if key in found:
+                    continue
+                waiters = in_flight.setdefault(key, [])
+                waiters.append((flow, slot))
+                if len(waiters) == 1:
+                    backend.submit(req, answered(key, req))
+            if flow.missing == 0:
+                ready.append(flow)
+
+        def advance(flow: _Flow, value: Any) -> None:
+            nonlocal n_active
+            try:
+                flow.step = flow.gen.send(value)
+            except StopIteration as stop:
+                n_active -= 1
+                self._finish(flow, stop.value)
+                return
+            dispatch(flow)
+
+        self.stats.backend_calls += 1
+        while True:
+            while n_active < self.max_active and queue:
+                index = queue.popleft()
+                gen = func(self.sc, entity_type, index)
+                n_active += 1
+                flow = _Flow(entity_type, index, gen, next(gen))
+                dispatch(flow)
+            if finished:  # generations first: an entity's commit must find its requests cached
+                self.cache.put_many((k, r.as_dict(), res) for k, r, res in finished)
+                finished.clear()
+            while ready:
+                flow = ready.popleft()
+                advance(flow, flow.results)
+            waiting_texts = sum(len(f.step.texts) for f in embedding)
+            if embedding and (waiting_texts >= _EMBED_BATCH or not backend.busy or embed_age >= 8):
+                flows, embedding[:] = list(embedding), []
+                embed_age = 0
+                vectors = self.embedder.embed([t for f in flows for t in f.step.texts])
+                offset = 0
+                for flow in flows:
+                    n = len(flow.step.texts)
+                    advance(flow, vectors[offset : offset + n])
+                    offset += n
+                continue
+            if ready or (n_active < self.max_active and queue):
+                continue
+            if not backend.busy:
+                if n_active == 0:
+                    break
+                if not embedding:  # nothing queued anywhere yet entities wait: a backend lost a request
+                    raise RuntimeError(f"{n_active} entities wait for generations the backend does not have")
+                continue
+            embed_age += bool(embedding)
+            started = time.perf_counter()
+            backend.step()
+            self.stats.generate_seconds += time.perf_counter() - started
+            self.stats.rounds += 1
 
     def _finish(self, a: _Active, rows: list[dict[str, Any]]) -> None:
         vectors = rows[0].pop("_vectors", None)

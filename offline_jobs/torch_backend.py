@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +164,7 @@ class GGUFLlama:
         mask: torch.Tensor | None,  # [B, 1, T, kv_len] (True = attend); None: causal from position 0
         hi: int | None = None,  # decode: the rows are slots 0..hi-1 in order (no gather)
         last: torch.Tensor | None = None,  # [B] index of each row's last real token (default T-1)
+        segments: Sequence[tuple[int, int, int]] | None = None,  # decode: (lo, hi, kv_len) row ranges
     ) -> torch.Tensor:
         """Hidden state of every row's last token, ``[B, d]``; writes the rows' K/V into the cache."""
         torch = self.torch
@@ -185,16 +186,32 @@ class GGUFLlama:
             v = qkv[..., self.d + kd :].view(B, T, self.n_kv, self.hd)
             kc[rows, :, pos] = k
             vc[rows, :, pos] = v
-            if hi is not None:
+            if segments:
+                keys = values = kc  # read per segment below
+            elif hi is not None:
                 keys, values = kc[:hi, :, :kv_len], vc[:hi, :, :kv_len]
             elif B == 1:
                 s = int(slots[0])
                 keys, values = kc[s : s + 1, :, :kv_len], vc[s : s + 1, :, :kv_len]
             else:
                 keys, values = kc[slots, :, :kv_len], vc[slots, :, :kv_len]
-            attn = F.scaled_dot_product_attention(
-                q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
-            )
+            if segments:
+                # each range of rows reads only as many keys as its longest row (rows outside every
+                # range are idle slots: their output is discarded)
+                attn = q.new_zeros((B, self.n_head, T, self.hd))
+                qt = q.transpose(1, 2)
+                for lo, up, n in segments:
+                    attn[lo:up] = F.scaled_dot_product_attention(
+                        qt[lo:up],
+                        kc[lo:up, :, :n],
+                        vc[lo:up, :, :n],
+                        attn_mask=None if mask is None else mask[lo:up, ..., :n],
+                        enable_gqa=True,
+                    )
+            else:
+                attn = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
+                )
             x = x + F.linear(attn.transpose(1, 2).reshape(B, T, self.d), layer["o"])
             h = self._rms(x, layer["ffn_norm"])
             gu = F.linear(h, layer["gate_up"])
@@ -223,8 +240,8 @@ def _weights_cache_file(path: Path, dtype: Any, cache_dir: str | Path | None) ->
 
 @dataclass
 class _Seq:
-    index: int  # position of the request in the caller's list
     request: ChatRequest
+    done: Callable[[GenerationResult], None]  # called with the result when the request finishes
     prompt: list[int]
     generator: Any
     generated: list[int] = field(default_factory=list)
@@ -257,6 +274,7 @@ class TorchGGUFBackend:
         min_prefix: int = 32,
         max_running: int | None = None,
         prefill_tokens: int = 2048,
+        n_bands: int = 3,
     ) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
@@ -276,6 +294,8 @@ class TorchGGUFBackend:
         self.top_k = top_k
         self.min_prefix = min_prefix
         self.prefill_tokens = prefill_tokens
+        self.n_bands = max(1, min(n_bands, self.max_running // 8))  # bands of at least 8 slots
+        self._recent_lengths: deque[int] = deque(maxlen=512)
         m = self.model
         shape = (self.n_seq, m.n_kv, self.max_len, m.hd)
         self.cache = (
@@ -286,9 +306,12 @@ class TorchGGUFBackend:
         self.slot_tokens: list[list[int]] = [[] for _ in range(self.n_seq)]
         self.slot_used: list[int] = [0] * self.n_seq
         self._clock = 0
+        self._queue: deque[tuple[ChatRequest, Callable[[GenerationResult], None], list[int]]] = deque()
+        self._running: list[_Seq | None] = [None] * self.n_seq
         self.stats = {
             "calls": 0, "requests": 0, "prompt_tokens": 0, "prefilled_tokens": 0, "prefix_reused_tokens": 0,
-            "completion_tokens": 0, "steps": 0, "prefill_seconds": 0.0, "decode_seconds": 0.0,
+            "completion_tokens": 0, "steps": 0, "decoded_rows": 0, "prefill_passes": 0,
+            "prefill_seconds": 0.0, "decode_seconds": 0.0,
         }  # fmt: skip
 
     @classmethod
@@ -377,13 +400,51 @@ class TorchGGUFBackend:
                 hi = mid
         return lo
 
-    def _place(self, prompt: list[int], running: list[_Seq | None]) -> tuple[int, int, int] | None:
+    def _by_band(self, free: list[int], expected: int) -> list[int]:
+        """``free`` running slots, those of the request's length band first.
+
+        The running slots are split into ``n_bands`` equal ranges for requests of increasing expected
+        length (prompt + token limit; band edges are quantiles of the recent requests). A decode step
+        attends each range over its own longest row, so short requests placed apart from long ones
+        do not read the long ones' key length (attention reads dominate a decode step)."""
+        recent = self._recent_lengths
+        recent.append(expected)
+        if self.n_bands < 2 or len(recent) < 16:
+            return free
+        ordered = sorted(recent)
+        edges = [ordered[len(ordered) * b // self.n_bands] for b in range(1, self.n_bands)]
+        band = sum(expected > e for e in edges)
+        width = self.max_running // self.n_bands
+        lo = band * width
+        up = self.max_running if band == self.n_bands - 1 else lo + width
+        # own band first, then longer bands (a short row costs nothing extra there), then shorter ones
+        return sorted(free, key=lambda s: (0, s) if lo <= s < up else ((1, s) if s >= up else (2, -s)))
+
+    def _segments(self, hi: int, pos: Any, live: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(lo, hi, kv_len) of each band's live rows for a decode step over rows ``0..hi-1``."""
+        if self.n_bands < 2:
+            return []
+        width = self.max_running // self.n_bands
+        out = []
+        for b in range(self.n_bands):
+            lo = b * width
+            up = self.max_running if b == self.n_bands - 1 else lo + width
+            rows = [s for s in live if lo <= s < up]
+            if rows:
+                first, last = rows[0], rows[-1] + 1
+                out.append((first, last, int(pos[rows].max()) + 1))  # idle rows in between: stale
+        return out
+
+    def _place(
+        self, prompt: list[int], running: list[_Seq | None], max_tokens: int = 0
+    ) -> tuple[int, int, int] | None:
         """(running slot, reused prefix length, source slot) for a new prompt, or None when every running
         slot is busy. Requests run in the low slots ``0..max_running-1`` (the decode step reads them in
         place); the prefix may come from any slot, running or retained."""
         free = [s for s in range(self.max_running) if running[s] is None]
         if not free:
             return None
+        free = self._by_band(free, len(prompt) + max_tokens)
         limit = len(prompt) - 1  # at least one token is prefilled, to get the next-token logits
         best_len, best_slot = 0, -1
         for slot in range(self.n_seq):
@@ -442,24 +503,60 @@ class TorchGGUFBackend:
         for slot, seq in batch:
             self.slot_tokens[slot] = list(seq.prompt)
         self.stats["prefilled_tokens"] += sum(lengths)
+        self.stats["prefill_passes"] += 1
         return self.model.logits(hidden)
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[ChatRequest]) -> list[GenerationResult]:
-        torch = self.torch
-        self.stats["calls"] += 1
+        """All of ``requests`` (same order), decoded together with continuous batching."""
         results: list[GenerationResult | None] = [None] * len(requests)
-        queue: deque[int] = deque(range(len(requests)))
-        running: list[_Seq | None] = [None] * self.n_seq
-        tokenized: dict[int, list[int]] = {}
+        self.stats["calls"] += 1
+
+        def keeper(i: int) -> Callable[[GenerationResult], None]:
+            def keep(result: GenerationResult) -> None:
+                results[i] = result
+
+            return keep
+
+        for i, req in enumerate(requests):
+            self.submit(req, keeper(i))
+        while self.busy:
+            self.step()
+        return [r for r in results if r is not None]
+
+    @property
+    def busy(self) -> bool:
+        """Requests are queued or decoding."""
+        return bool(self._queue) or any(r is not None for r in self._running)
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or decoding."""
+        return len(self._queue) + sum(r is not None for r in self._running)
+
+    def submit(self, request: ChatRequest, done: Callable[[GenerationResult], None]) -> None:
+        """Queue ``request``; ``done(result)`` is called from a later :meth:`step` when it finishes.
+
+        The streaming side of the backend: a caller that keeps submitting the next requests of its
+        work while earlier ones decode keeps the batch full (``generate`` waits for all of a call's
+        requests, so its last steps decode a few rows only)."""
+        self._queue.append((request, done, self.chat.tokenize(self.format_prompt(request.messages))))
+
+    def step(self) -> int:
+        """Admit queued requests into free slots (prefilling their prompts), then decode one token for
+        every running request. Returns how many requests finished."""
+        torch = self.torch
+        finished = 0
+        running = self._running
 
         def finish(slot: int, seq: _Seq, reason: str, error: str | None = None) -> None:
+            nonlocal finished
             text = self.chat.detokenize(seq.generated)
             for stop in seq.request.stop:
                 cut = text.find(stop)
                 if cut >= 0:
                     text, reason = text[:cut], "stop"
-            results[seq.index] = GenerationResult(
+            result = GenerationResult(
                 text=text.strip(),
                 prompt_tokens=len(seq.prompt),
                 completion_tokens=len(seq.generated),
@@ -472,6 +569,8 @@ class TorchGGUFBackend:
             running[slot] = None
             if seq.request.keep:
                 self._retain(slot)
+            finished += 1
+            seq.done(result)
 
         def accept(slot: int, seq: _Seq, token: int) -> None:
             if self.chat.is_eog(token):
@@ -489,95 +588,107 @@ class TorchGGUFBackend:
             ):
                 finish(slot, seq, "length")
 
+        queue = self._queue
         with torch.inference_mode():
-            while queue or any(r is not None for r in running):
-                n_running = sum(r is not None for r in running)
-                admitted: list[tuple[int, _Seq]] = []
-                deferred: list[int] = []
-                while queue and n_running < self.max_running:
-                    idx = queue[0]
-                    req = requests[idx]
-                    if idx not in tokenized:
-                        tokenized[idx] = self.chat.tokenize(self.format_prompt(req.messages))
-                    prompt = tokenized[idx]
-                    gen = torch.Generator().manual_seed(req.seed & 0x7FFFFFFF)
-                    seq = _Seq(idx, req, prompt, gen, started=time.perf_counter())
-                    if len(prompt) + 1 >= self.max_len:
-                        queue.popleft()
-                        self.stats["requests"] += 1
-                        results[idx] = GenerationResult(
-                            text="", prompt_tokens=len(prompt), finish_reason="error", model=self.model_id,
-                            error=f"prompt of {len(prompt)} tokens exceeds the context of {self.max_len}",
-                        )  # fmt: skip
-                        continue
-                    placed = self._place(prompt, running)
-                    if placed is None:
-                        break
+            n_running = sum(r is not None for r in running)
+            admitted: list[tuple[int, _Seq]] = []
+            deferred: list[tuple[ChatRequest, Callable[[GenerationResult], None], list[int]]] = []
+            while queue and n_running < self.max_running:
+                req, done, prompt = queue[0]
+                gen = torch.Generator().manual_seed(req.seed & 0x7FFFFFFF)
+                seq = _Seq(req, done, prompt, gen, started=time.perf_counter())
+                if len(prompt) + 1 >= self.max_len:
                     queue.popleft()
-                    slot, reuse, source = placed
-                    # a request admitted just now shares a longer prefix (e.g. the F4 siblings): wait one
-                    # step, until that prefix is computed, and copy it then
-                    limit = len(prompt) - 1
-                    if any(
-                        self._common(prompt, other.prompt, limit) >= reuse + self.min_prefix
-                        for _, other in admitted
-                    ):
-                        deferred.append(idx)
-                        continue
                     self.stats["requests"] += 1
-                    self.stats["prompt_tokens"] += len(prompt)
-                    running[slot] = seq
-                    n_running += 1
-                    self._claim(slot, seq, reuse, source)
-                    admitted.append((slot, seq))
-                queue.extendleft(reversed(deferred))
-                if admitted:
-                    t0 = time.perf_counter()
-                    # similar suffix lengths together: little padding; bounded tokens per pass
-                    admitted.sort(key=lambda a: len(a[1].prompt) - len(self.slot_tokens[a[0]]))
-                    chunk: list[tuple[int, _Seq]] = []
-                    chunks = []
-                    for item in admitted:
-                        n = len(item[1].prompt) - len(self.slot_tokens[item[0]])
-                        if chunk and (len(chunk) + 1) * n > self.prefill_tokens:
-                            chunks.append(chunk)
-                            chunk = []
-                        chunk.append(item)
-                    chunks.append(chunk)
-                    for chunk in chunks:
-                        logits = self._prefill(chunk)
-                        for row, (slot, seq) in enumerate(chunk):
-                            accept(slot, seq, self._sample(logits[row], seq))
-                    self.stats["prefill_seconds"] += time.perf_counter() - t0
-                live = [(slot, r) for slot, r in enumerate(running) if r is not None]
-                if not live:
+                    finished += 1
+                    error = f"prompt of {len(prompt)} tokens exceeds the context of {self.max_len}"
+                    done(
+                        GenerationResult(
+                            text="",
+                            prompt_tokens=len(prompt),
+                            finish_reason="error",
+                            model=self.model_id,
+                            error=error,
+                        )
+                    )
                     continue
+                placed = self._place(prompt, running, req.max_tokens)
+                if placed is None:
+                    break
+                queue.popleft()
+                slot, reuse, source = placed
+                # a request admitted just now shares a longer prefix (e.g. the F4 siblings): wait one
+                # step, until that prefix is computed, and copy it then
+                limit = len(prompt) - 1
+                if any(
+                    self._common(prompt, other.prompt, limit) >= reuse + self.min_prefix
+                    for _, other in admitted
+                ):
+                    deferred.append((req, done, prompt))
+                    continue
+                self.stats["requests"] += 1
+                self.stats["prompt_tokens"] += len(prompt)
+                running[slot] = seq
+                n_running += 1
+                self._claim(slot, seq, reuse, source)
+                admitted.append((slot, seq))
+            queue.extendleft(reversed(deferred))
+            if admitted:
                 t0 = time.perf_counter()
-                hi = live[-1][0] + 1
-                # one decode step over the running slots 0..hi-1, read in place; rows of idle slots are
-                # masked and discarded (they write past their valid tokens, which stay intact)
-                tokens = torch.zeros((hi, 1), dtype=torch.long)
-                pos = torch.zeros((hi, 1), dtype=torch.long)
-                active = torch.zeros(hi, dtype=torch.bool)
-                for slot in range(hi):
-                    pos[slot, 0] = min(len(self.slot_tokens[slot]), self.max_len - 1)
-                for slot, r in live:
-                    tokens[slot, 0] = r.last
-                    active[slot] = True
-                kv_len = int(pos.max()) + 1
-                mask = (torch.arange(kv_len)[None, :] <= pos) & active[:, None]
-                mask[:, 0] = True  # idle rows attend to something (their output is discarded)
-                hidden = self.model.forward(
-                    tokens, pos, self.cache, torch.arange(hi), kv_len, mask[:, None, None, :], hi
-                )
-                logits = self.model.logits(hidden[[slot for slot, _ in live]])
-                self.stats["steps"] += 1
-                sampled = self._sample_batch(logits, [r for _, r in live])
-                for (slot, r), token in zip(live, sampled, strict=True):
-                    self.slot_tokens[slot].append(r.last)
-                    accept(slot, r, token)
-                self.stats["decode_seconds"] += time.perf_counter() - t0
-        return [r for r in results if r is not None]
+                # similar suffix lengths together: little padding; bounded tokens per pass
+                admitted.sort(key=lambda a: len(a[1].prompt) - len(self.slot_tokens[a[0]]))
+                chunk: list[tuple[int, _Seq]] = []
+                chunks = []
+                for item in admitted:
+                    n = len(item[1].prompt) - len(self.slot_tokens[item[0]])
+                    if chunk and (len(chunk) + 1) * n > self.prefill_tokens:
+                        chunks.append(chunk)
+                        chunk = []
+                    chunk.append(item)
+                chunks.append(chunk)
+                for chunk in chunks:
+                    logits = self._prefill(chunk)
+                    for row, (slot, seq) in enumerate(chunk):
+                        accept(slot, seq, self._sample(logits[row], seq))
+                self.stats["prefill_seconds"] += time.perf_counter() - t0
+            live = [(slot, r) for slot, r in enumerate(running) if r is not None]
+            if not live:
+                return finished
+            t0 = time.perf_counter()
+            hi = live[-1][0] + 1
+            # one decode step over the running slots 0..hi-1, read in place; rows of idle slots are
+            # masked and discarded (they write past their valid tokens, which stay intact)
+            tokens = torch.zeros((hi, 1), dtype=torch.long)
+            pos = torch.zeros((hi, 1), dtype=torch.long)
+            active = torch.zeros(hi, dtype=torch.bool)
+            for slot in range(hi):
+                pos[slot, 0] = min(len(self.slot_tokens[slot]), self.max_len - 1)
+            for slot, r in live:
+                tokens[slot, 0] = r.last
+                active[slot] = True
+            kv_len = int(pos.max()) + 1
+            mask = (torch.arange(kv_len)[None, :] <= pos) & active[:, None]
+            mask[:, 0] = True  # idle rows attend to something (their output is discarded)
+            segments = self._segments(hi, pos[:, 0], [slot for slot, _ in live])
+            hidden = self.model.forward(
+                tokens,
+                pos,
+                self.cache,
+                torch.arange(hi),
+                kv_len,
+                mask[:, None, None, :],
+                hi,
+                segments=segments,
+            )
+            logits = self.model.logits(hidden[[slot for slot, _ in live]])
+            self.stats["steps"] += 1
+            self.stats["decoded_rows"] += len(live)
+            sampled = self._sample_batch(logits, [r for _, r in live])
+            for (slot, r), token in zip(live, sampled, strict=True):
+                self.slot_tokens[slot].append(r.last)
+                accept(slot, r, token)
+            self.stats["decode_seconds"] += time.perf_counter() - t0
+        return finished
 
     def close(self) -> None:
         self.cache = ([], [])

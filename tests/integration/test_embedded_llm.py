@@ -80,3 +80,29 @@ def test_both_backends_agree_on_the_greedy_first_tokens(torch_backend, llama_bac
     b = llama_backend.generate([req])[0]
     assert a.text.split()[:1] == b.text.split()[:1]
     assert torch_backend.format_prompt(req.messages) == llama_backend.format_prompt(req.messages)
+
+
+def test_torch_backend_length_bands_decode_what_one_band_decodes():
+    """Greedy output is the same whether the decode step attends all running rows over the longest
+    row's keys or each length band over its own (prompts of very different lengths)."""
+    from offline_jobs.torch_backend import TorchGGUFBackend
+
+    reqs = [
+        ChatRequest(
+            messages=(
+                ("system", SYSTEM),
+                ("user", f"User {i} watched: " + "Fargo, Heat, Babe. " * (1 + 6 * (i % 3))),
+            ),
+            max_tokens=6,
+            temperature=0.0,
+            seed=i,
+        )
+        for i in range(24)
+    ]
+    outputs = []
+    for bands in (1, 3):
+        backend = TorchGGUFBackend(n_seq=24, n_ctx_per_seq=256, n_bands=bands, min_prefix=10_000)
+        outputs.append([r.text for r in backend.generate(reqs)])
+        assert backend.n_bands == bands
+        backend.close()
+    assert outputs[0] == outputs[1]

@@ -190,3 +190,68 @@ def test_cache_key_covers_model_and_sampling():
         "a"
     )
     assert req.cache_key("a") == ChatRequest(messages=(("user", "hi"),), seed=1).cache_key("a")
+
+
+class StreamingFake(FakeBackend):
+    """A streaming backend over the fake text: ``step`` finishes a few queued requests, newest first
+    (out of submission order, as a real batch finishes its shortest requests first)."""
+
+    def __init__(self, per_step: int = 3, crash_after_steps: int | None = None) -> None:
+        super().__init__()
+        self.queue: list = []
+        self.per_step = per_step
+        self.steps = 0
+        self.submitted = 0
+        self.crash_after_steps = crash_after_steps
+
+    def submit(self, request, done):
+        self.submitted += 1
+        self.queue.append((request, done))
+
+    @property
+    def busy(self):
+        return bool(self.queue)
+
+    def step(self):
+        if self.crash_after_steps is not None and self.steps >= self.crash_after_steps:
+            raise KeyboardInterrupt("simulated crash")
+        self.steps += 1
+        take, self.queue = self.queue[-self.per_step :], self.queue[: -self.per_step]
+        for request, done in take:
+            done(FakeBackend.generate(self, [request])[0])
+        return len(take)
+
+
+@pytest.mark.parametrize("strategy", ["proex", "reclm", "duet"])
+def test_streaming_backend_writes_what_the_round_based_path_writes(ctx, tmp_path, strategy):
+    cold = cold_item(ctx)
+    users, items = (0, 1, 2), (0, 1, cold)
+    round_report, _ = run(ctx, tmp_path / "rounds", strategy=strategy, users=users, items=items)
+    stream = StreamingFake()
+    from offline_jobs.llm import StreamingBackend
+
+    assert isinstance(stream, StreamingBackend) and not isinstance(FakeBackend(), StreamingBackend)
+    report, _ = run(ctx, tmp_path / "stream", backend=stream, strategy=strategy, users=users, items=items)
+    assert stream.submitted == report["stats"]["generated"] > 0  # every request went through submit/step
+    key = lambda r: (r["entity_type"], r["entity_id"], r["slot"])  # noqa: E731
+    a = sorted(read_profiles(tmp_path / "rounds"), key=key)
+    b = sorted(read_profiles(tmp_path / "stream"), key=key)
+    assert [(key(r), r["text"], r["is_fallback"]) for r in a] == [
+        (key(r), r["text"], r["is_fallback"]) for r in b
+    ]
+    assert report["stats"]["generated"] == round_report["stats"]["generated"]
+
+
+def test_streaming_resume_after_a_crash_regenerates_nothing(ctx, tmp_path):
+    users, items = (0, 1, 2, 3, 4), (0, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run(ctx, tmp_path, backend=StreamingFake(crash_after_steps=6), users=users, items=items)
+    cache = JobCache(tmp_path / CACHE_FILE)
+    before = cache.count_generations()
+    cache.close()
+    assert before > 0
+    report, _ = run(ctx, tmp_path, backend=StreamingFake(), users=users, items=items)
+    assert report["stats"]["cache_hits"] >= before and report["stats"]["cache_regenerated"] == 0
+    assert len(read_profiles(tmp_path)) == 4 * (len(users) + len(items))
+    again, backend = run(ctx, tmp_path, backend=StreamingFake(), users=users, items=items)
+    assert again["stats"]["generated"] == 0 and backend.steps == 0
