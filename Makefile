@@ -11,7 +11,7 @@ export PROFILEREC_WORK_DIR ?= $(abspath var)
 # llama.cpp: never spin idle OpenMP threads on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-service lint format typecheck test test-unit test-integration demo stop bench bench-all redis clean
+.PHONY: help install install-service lint format typecheck test test-unit test-integration demo stop profiles-llm bench bench-all redis clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ demo: $(STAMP) redis  ## the main job end to end on MovieLens-100k: artefacts, s
 
 stop:  ## stop the service and redis-server started by `make demo`
 	$(BIN)/python -m scripts.demo --stop
+
+profiles-llm: $(STAMP)  ## the full MovieLens-100k ProEx run (K=4, embedded SmolLM2, 2 workers; about an hour)
+	flock /tmp/profilerec-heavy.lock $(BIN)/profilerec-jobs pipeline --dataset movielens-100k --strategy proex \
+	  --k 4 --workers 2 --out $(PROFILEREC_WORK_DIR)/profiles/movielens-100k-proex
 
 bench: $(STAMP)  ## quick benchmarks (protocol check, evaluation speed)
 	$(BIN)/python -m benchmarks mostpop

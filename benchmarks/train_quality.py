@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same config")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--note", default="", help="free text stored with the record")
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="print only (e.g. one shard of the seeds; record the whole set later with --reuse)",
+    )
     args = parser.parse_args(argv)
 
     from rec_contract.logs import configure_logging
@@ -285,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         "profiles": profiles_used,
         "notes": notes,
     }
-    record("train_quality", figures, params)
+    if not args.no_record:
+        record("train_quality", figures, params)
 
 
 if __name__ == "__main__":

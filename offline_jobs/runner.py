@@ -9,6 +9,11 @@ answers the embedding requests with one embedder call, and advances the coroutin
 round, and a re-run or a resumed run skips it; generations of unfinished entities are answered from
 the cache. The final ``profiles.parquet`` and ``profile_vectors.parquet`` are written atomically at
 the end, from the cache, for every selected entity.
+
+With a streaming backend (:class:`~offline_jobs.llm.StreamingBackend`: the embedded torch backend)
+there are no rounds: each entity's next requests are submitted as soon as its previous ones are
+answered, and the backend decodes whatever is queued, so its batch stays full through the whole
+phase. The outputs are the same (tested against the round-based path).
 """
 
 from __future__ import annotations

@@ -12,6 +12,14 @@ forward pass of ``[active, 1]``); a finished slot is refilled at once, its promp
 (``[1, T]``, efficient matmuls) after copying the KV of the longest shared prompt prefix from a live
 slot (ProEx's F4 requests share all but their last sentence). Per-sequence sampling (repetition
 penalty, top-k, top-p, temperature) with a generator seeded by the request's seed.
+
+Streaming: besides ``generate(requests)`` the backend takes ``submit(request, done)`` and ``step()``
+(:class:`offline_jobs.llm.StreamingBackend`), so the generation job hands over each entity's next
+request the moment the previous one is answered and the batch never drains between chain steps.
+
+Attention reads dominate a decode step (the KV of every running row, up to the longest row's
+length). The running slots are split into length bands (short, medium, long expected prompt +
+completion) and each band attends over its own longest row only.
 """
 
 from __future__ import annotations
