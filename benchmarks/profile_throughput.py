@@ -146,7 +146,10 @@ def record_full_run(path: Path, record_it: bool = True) -> dict[str, Any]:
     report = json.loads(path.read_text())
     gen = report.get("generate", report)
     stats = gen["stats"]
-    cfg = gen.get("config", {})
+    cfg = gen.get("config") or {}
+    run_report = path.parent / "run_report.json"  # the pipeline report leaves the job config out
+    if not cfg and run_report.exists():
+        cfg = json.loads(run_report.read_text()).get("config", {})
     figures = {
         "full_run_wall_minutes": round(float(report.get("wall_seconds", stats["wall_seconds"])) / 60, 1),
         "generate_wall_minutes": round(float(stats["wall_seconds"]) / 60, 1),
