@@ -195,28 +195,15 @@ class GGUFLlama:
             kc[rows, :, pos] = k
             vc[rows, :, pos] = v
             if segments:
-                keys = values = kc  # read per segment below
-            elif hi is not None:
-                keys, values = kc[:hi, :, :kv_len], vc[:hi, :, :kv_len]
-            elif B == 1:
-                s = int(slots[0])
-                keys, values = kc[s : s + 1, :, :kv_len], vc[s : s + 1, :, :kv_len]
+                attn = self._banded_attention(q, kc, vc, mask, segments)
             else:
-                keys, values = kc[slots, :, :kv_len], vc[slots, :, :kv_len]
-            if segments:
-                # each range of rows reads only as many keys as its longest row (rows outside every
-                # range are idle slots: their output is discarded)
-                attn = q.new_zeros((B, self.n_head, T, self.hd))
-                qt = q.transpose(1, 2)
-                for lo, up, n in segments:
-                    attn[lo:up] = F.scaled_dot_product_attention(
-                        qt[lo:up],
-                        kc[lo:up, :, :n],
-                        vc[lo:up, :, :n],
-                        attn_mask=None if mask is None else mask[lo:up, ..., :n],
-                        enable_gqa=True,
-                    )
-            else:
+                if hi is not None:
+                    keys, values = kc[:hi, :, :kv_len], vc[:hi, :, :kv_len]
+                elif B == 1:
+                    s = int(slots[0])
+                    keys, values = kc[s : s + 1, :, :kv_len], vc[s : s + 1, :, :kv_len]
+                else:
+                    keys, values = kc[slots, :, :kv_len], vc[slots, :, :kv_len]
                 attn = F.scaled_dot_product_attention(
                     q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
                 )
@@ -226,6 +213,30 @@ class GGUFLlama:
             x = x + F.linear(F.silu(gu[..., : self.ffn]) * gu[..., self.ffn :], layer["down"])
         final = x[:, -1] if last is None else x[torch.arange(B), last]
         return self._rms(final, self.out_norm)
+
+    def _banded_attention(
+        self,
+        q: torch.Tensor,  # [B, T, H, hd]
+        kc: torch.Tensor,
+        vc: torch.Tensor,
+        mask: torch.Tensor | None,
+        segments: Sequence[tuple[int, int, int]],
+    ) -> torch.Tensor:
+        """Attention of the rows in each ``(lo, hi, kv_len)`` range over its own ``kv_len`` keys only
+        (rows outside every range are idle slots: their output is zero and discarded)."""
+        F = self.torch.nn.functional
+        B, T = q.shape[:2]
+        attn = q.new_zeros((B, self.n_head, T, self.hd))
+        qt = q.transpose(1, 2)
+        for lo, up, n in segments:
+            attn[lo:up] = F.scaled_dot_product_attention(
+                qt[lo:up],
+                kc[lo:up, :, :n],
+                vc[lo:up, :, :n],
+                attn_mask=None if mask is None else mask[lo:up, ..., :n],
+                enable_gqa=True,
+            )
+        return attn
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.torch.nn.functional.linear(hidden, self.out).float()
@@ -421,22 +432,23 @@ class TorchGGUFBackend:
             return free
         ordered = sorted(recent)
         edges = [ordered[len(ordered) * b // self.n_bands] for b in range(1, self.n_bands)]
-        band = sum(expected > e for e in edges)
-        width = self.max_running // self.n_bands
-        lo = band * width
-        up = self.max_running if band == self.n_bands - 1 else lo + width
+        lo, up = self._band_slots(sum(expected > e for e in edges))
         # own band first, then longer bands (a short row costs nothing extra there), then shorter ones
         return sorted(free, key=lambda s: (0, s) if lo <= s < up else ((1, s) if s >= up else (2, -s)))
 
-    def _segments(self, hi: int, pos: Any, live: Sequence[int]) -> list[tuple[int, int, int]]:
-        """(lo, hi, kv_len) of each band's live rows for a decode step over rows ``0..hi-1``."""
+    def _band_slots(self, band: int) -> tuple[int, int]:
+        """The running slots ``[lo, up)`` of length band ``band`` (the last band takes the remainder)."""
+        width = self.max_running // self.n_bands
+        lo = band * width
+        return lo, self.max_running if band == self.n_bands - 1 else lo + width
+
+    def _segments(self, pos: Any, live: Sequence[int]) -> list[tuple[int, int, int]]:
+        """(lo, hi, kv_len) of each band's live rows for a decode step (``pos``: every row's position)."""
         if self.n_bands < 2:
             return []
-        width = self.max_running // self.n_bands
         out = []
-        for b in range(self.n_bands):
-            lo = b * width
-            up = self.max_running if b == self.n_bands - 1 else lo + width
+        for band in range(self.n_bands):
+            lo, up = self._band_slots(band)
             rows = [s for s in live if lo <= s < up]
             if rows:
                 first, last = rows[0], rows[-1] + 1
@@ -536,11 +548,6 @@ class TorchGGUFBackend:
     def busy(self) -> bool:
         """Requests are queued or decoding."""
         return bool(self._queue) or any(r is not None for r in self._running)
-
-    @property
-    def pending(self) -> int:
-        """Requests queued or decoding."""
-        return len(self._queue) + sum(r is not None for r in self._running)
 
     def submit(self, request: ChatRequest, done: Callable[[GenerationResult], None]) -> None:
         """Queue ``request``; ``done(result)`` is called from a later :meth:`step` when it finishes.
@@ -677,7 +684,7 @@ class TorchGGUFBackend:
             kv_len = int(pos.max()) + 1
             mask = (torch.arange(kv_len)[None, :] <= pos) & active[:, None]
             mask[:, 0] = True  # idle rows attend to something (their output is discarded)
-            segments = self._segments(hi, pos[:, 0], [slot for slot, _ in live])
+            segments = self._segments(pos[:, 0], [slot for slot, _ in live])
             hidden = self.model.forward(
                 tokens,
                 pos,

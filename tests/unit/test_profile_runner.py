@@ -156,13 +156,20 @@ class CrashingBackend(FakeBackend):
         return super().generate(requests)
 
 
+def crash_then_count(ctx, out, backend, users, items) -> int:
+    """Run until ``backend`` raises its simulated crash; the generations cached by then."""
+    with pytest.raises(KeyboardInterrupt):
+        run(ctx, out, backend=backend, users=users, items=items)
+    cache = JobCache(out / CACHE_FILE)
+    try:
+        return cache.count_generations()
+    finally:
+        cache.close()
+
+
 def test_rerun_and_resume_regenerate_nothing(ctx, tmp_path):
     users, items = (0, 1, 2, 3, 4), (0, 1)
-    with pytest.raises(KeyboardInterrupt):
-        run(ctx, tmp_path, backend=CrashingBackend(crash_after=3), users=users, items=items)
-    cache = JobCache(tmp_path / CACHE_FILE)
-    before = cache.count_generations()
-    cache.close()
+    before = crash_then_count(ctx, tmp_path, CrashingBackend(crash_after=3), users, items)
     assert before > 0 and not (tmp_path / "profiles.parquet").exists()
 
     report, backend = run(ctx, tmp_path, users=users, items=items)
@@ -244,11 +251,7 @@ def test_streaming_backend_writes_what_the_round_based_path_writes(ctx, tmp_path
 
 def test_streaming_resume_after_a_crash_regenerates_nothing(ctx, tmp_path):
     users, items = (0, 1, 2, 3, 4), (0, 1)
-    with pytest.raises(KeyboardInterrupt):
-        run(ctx, tmp_path, backend=StreamingFake(crash_after_steps=6), users=users, items=items)
-    cache = JobCache(tmp_path / CACHE_FILE)
-    before = cache.count_generations()
-    cache.close()
+    before = crash_then_count(ctx, tmp_path, StreamingFake(crash_after_steps=6), users, items)
     assert before > 0
     report, _ = run(ctx, tmp_path, backend=StreamingFake(), users=users, items=items)
     assert report["stats"]["cache_hits"] >= before and report["stats"]["cache_regenerated"] == 0
