@@ -74,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     proex.add_argument("--mapping-lr", type=float, default=None, help="learning rate of f_psi (model's)")
     proex.add_argument("--profile-dropout", type=float, default=None, help="dropout on f_psi's inputs")
     proex.add_argument("--mapping-dropout", type=float, default=None, help="dropout on f_psi's hidden layer")
+    proex.add_argument(
+        "--fusion-stage",
+        choices=("output", "input"),
+        default=None,
+        help="LightGCN: add the profiles after propagation (the paper's, default) or to layer 0",
+    )
+    proex.add_argument(
+        "--reg-similarity",
+        choices=("cosine", "dot"),
+        default=None,
+        help="similarity inside Eq. 7: cosine (default) or the paper's dot product",
+    )
     proex.add_argument("--no-variance", action="store_true", help="ablation w/o inv")
     proex.add_argument("--no-regulariser", action="store_true", help="ablation w/o reg")
     proex.add_argument("--no-alignment", action="store_true", help="ablation w/o align")
@@ -120,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
             mapping_lr=args.mapping_lr,
             profile_dropout=args.profile_dropout,
             mapping_dropout=args.mapping_dropout,
+            fusion_stage=args.fusion_stage,
+            reg_similarity=args.reg_similarity,
             use_variance=False if args.no_variance else None,
             use_regulariser=False if args.no_regulariser else None,
             use_alignment=False if args.no_alignment else None,

@@ -376,7 +376,9 @@ def _write_bundle(
     cold: dict[str, Any] = {}
     if model.kind == "lightgcn" and model.uses_profiles:
         item_tower = model.item_tower()  # type: ignore[operator]
-        cold["method"] = "model item tower (zero collaborative part + mean of mapped profiles)"
+        share = model.profile_weight
+        weighted = "" if share == 1.0 else f"{share:g} x "
+        cold["method"] = f"model item tower (zero collaborative part + {weighted}mean of mapped profiles)"
     else:
         vectors, mask = _item_profile_matrix(ctx, options.text_encoder_dir)
         weights = mask.astype(np.float32)[:, :, None]

@@ -33,6 +33,10 @@ from torch import nn
 _WEIGHT_FLOOR = 1e-12
 # Log-variances from the mapping are clamped to keep exp() finite early in training.
 _LOGVAR_BOUND = 10.0
+# Where Eq. 12's addition happens: after propagation (the paper's) or on the layer-0 embeddings.
+FUSION_STAGES = ("output", "input")
+# The similarity inside Eq. 7's contrastive regulariser.
+REG_SIMILARITIES = ("cosine", "dot")
 
 
 @dataclass
@@ -63,6 +67,23 @@ class ProExConfig:
     * ``profile_dropout``: dropout on the ``d_s``-dimensional profile vectors entering ``f_psi``;
       ``mapping_dropout``: dropout on its hidden layer. Both are active in training mode only, so the
       towers (eval mode) and the exported graphs do not contain them.
+
+    Where the element-wise addition of Eq. 12 happens (graph models only, LightGCN):
+
+    * ``fusion_stage="output"`` (the paper's): ``z_u + c~_u``, the mixed profile added to the
+      propagated embedding;
+    * ``fusion_stage="input"``: the mixed profiles are added to the layer-0 embeddings, so the graph
+      propagates them like the ID embeddings; by linearity the fused representation is
+      ``z_u + P c~`` with ``P`` the layer-mean propagation, i.e. the collaborative representation
+      plus a profile representation that pools the profiles of the user's items (what Eq. 6 does for
+      generative models).
+
+    ``reg_similarity`` is the similarity inside Eq. 7: ``"cosine"`` (bounded, scale-free) or ``"dot"``,
+    the paper's literal ``c~_k^T c~_k' / tau``. Eq. 7 lowers the pairwise similarities of one entity's
+    K mapped profiles, and ``sum_{k != k'} c~_k^T c~_k' = |sum_k c~_k|^2 - sum_k |c~_k|^2``: it pulls
+    the mean that inference uses towards zero. On cosines its gradient grows as ``1 / |c~_k|``, so
+    with a zero-initialised (small) mapping even a small lambda2 drives the K profiles into a regular
+    simplex around the origin; the dot product's pull is proportional to the profiles' size instead.
     """
 
     n_profiles: int = 4
@@ -84,6 +105,8 @@ class ProExConfig:
     mapping_lr: float | None = None
     profile_dropout: float = 0.0
     mapping_dropout: float = 0.0
+    fusion_stage: str = "output"
+    reg_similarity: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.n_profiles < 1:
@@ -102,6 +125,10 @@ class ProExConfig:
             raise ValueError("mapping_lr must be > 0 (or None for the model's learning rate)")
         if not (0.0 <= self.profile_dropout < 1.0 and 0.0 <= self.mapping_dropout < 1.0):
             raise ValueError("dropout rates must be in [0, 1)")
+        if self.reg_similarity not in REG_SIMILARITIES:
+            raise ValueError(f"reg_similarity must be one of {REG_SIMILARITIES}, got {self.reg_similarity!r}")
+        if self.fusion_stage not in FUSION_STAGES:
+            raise ValueError(f"fusion_stage must be one of {FUSION_STAGES}, got {self.fusion_stage!r}")
 
     @property
     def effective_envs(self) -> int:
@@ -255,21 +282,26 @@ def mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ebk,bkd->ebd", weights, values)
 
 
-def profile_regulariser(mapped: torch.Tensor, mask: torch.Tensor, tau: float) -> torch.Tensor:
+def profile_regulariser(
+    mapped: torch.Tensor, mask: torch.Tensor, tau: float, similarity: str = "cosine"
+) -> torch.Tensor:
     """Eq. 7 for a batch: contrastive regularisation pushing apart one entity's K mapped profiles.
 
-    ``L = sum_k log(1 + exp(1/tau) * sum_{k' != k} exp(cos(c_k, c_k') / tau))`` on cosine similarities
-    (unnormalised dot products could be pushed to minus infinity by growing the norms). Only existing
-    slots take part, and only where the mapped profile is not exactly zero (a zero-initialised
-    mapping's first step: a cosine there has no direction); the result is the mean over entities with
-    at least two such profiles (0 if none).
+    ``L = sum_k log(1 + exp(1/tau) * sum_{k' != k} exp(s(c_k, c_k') / tau))`` with ``s`` the cosine
+    similarity (default) or the dot product (``similarity="dot"``, the paper's form; see
+    :class:`ProExConfig`). Only existing slots take part, and only where the mapped profile is not
+    exactly zero (a zero-initialised mapping's first step: a cosine there has no direction); the result
+    is the mean over entities with at least two such profiles (0 if none).
     """
     k = mapped.shape[1]
     m = (mask.bool() & _nonzero(mapped)).to(mapped.dtype)
     if k < 2:
         return mapped.new_zeros(())
-    unit = F.normalize(mapped, dim=-1)
-    sims = unit @ unit.transpose(1, 2)
+    if similarity == "dot":
+        sims = mapped @ mapped.transpose(1, 2)
+    else:
+        unit = F.normalize(mapped, dim=-1)
+        sims = unit @ unit.transpose(1, 2)
     pair = m[:, :, None] * m[:, None, :] * (1.0 - torch.eye(k, dtype=mapped.dtype, device=mapped.device))
     logits = ((sims + 1.0) / tau).masked_fill(pair == 0, -1e4)
     per_slot = F.softplus(torch.logsumexp(logits, dim=-1)) * m

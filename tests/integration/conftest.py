@@ -104,12 +104,17 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Artef
     text_encoder = export_text_encoder(root / "text_encoder")
     train = TrainConfig(epochs=4, eval_every=2, patience=5, seed=7, progress=False)
     proex = ProExConfig(n_profiles=2)
+    variants = {  # bundle key -> (model, ProEx config)
+        "lightgcn": ("lightgcn", proex),
+        "multvae": ("multvae", proex),
+        "lightgcn-input-fusion": ("lightgcn", ProExConfig(n_profiles=2, fusion_stage="input")),
+    }
     runs = {}
-    for kind in ("lightgcn", "multvae"):
+    for kind, (model, config) in variants.items():
         spec = RunSpec(
             dataset="movielens-100k",
-            model=kind,
-            proex=proex,
+            model=model,
+            proex=config,
             profiles_path=str(store),
             train=train,
             out=str(root / "runs" / kind),

@@ -52,6 +52,13 @@ def multvae_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator
         yield client
 
 
+@pytest.fixture
+def lightgcn_input_fusion_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
+    settings = _settings(artefacts, "lightgcn-input-fusion", tmp_path, redis_server.url)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
 def _offline_top_n(run_dir: Path, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The trained torch model's top-N (training items masked) and its full score rows."""
     model, _ = load_run(run_dir)
@@ -63,7 +70,7 @@ def _offline_top_n(run_dir: Path, users: np.ndarray, n: int) -> tuple[np.ndarray
     return np.argsort(-masked, axis=1, kind="stable")[:, :n], scores
 
 
-@pytest.mark.parametrize("kind", ["lightgcn", "multvae"])
+@pytest.mark.parametrize("kind", ["lightgcn", "multvae", "lightgcn-input-fusion"])
 def test_served_top_n_equals_offline_model(kind, artefacts, redis_server, flushed_redis, tmp_path) -> None:
     rng = np.random.default_rng(5)
     users = np.sort(rng.choice(artefacts.dataset.n_users, size=25, replace=False))
@@ -129,7 +136,7 @@ def test_unknown_user_gets_popular_items(lightgcn_client: TestClient) -> None:
     assert body["items"][0]["title"] == "Star Wars (1977)"
 
 
-@pytest.mark.parametrize("client_name", ["lightgcn_client", "multvae_client"])
+@pytest.mark.parametrize("client_name", ["lightgcn_client", "multvae_client", "lightgcn_input_fusion_client"])
 def test_cold_start_from_liked_items_and_text(request, client_name: str) -> None:
     client: TestClient = request.getfixturevalue(client_name)
     liked = client.post("/v1/recommendations", json={"liked_items": ["50", "172", "181"], "n": 10}).json()
@@ -147,7 +154,7 @@ def test_cold_start_from_liked_items_and_text(request, client_name: str) -> None
     assert bad.status_code == 422 and bad.json()["error"]["details"]["unknown"] == ["no-such-item"]
 
 
-@pytest.mark.parametrize("client_name", ["lightgcn_client", "multvae_client"])
+@pytest.mark.parametrize("client_name", ["lightgcn_client", "multvae_client", "lightgcn_input_fusion_client"])
 def test_new_item_is_recommendable_in_the_next_request(request, client_name: str) -> None:
     client: TestClient = request.getfixturevalue(client_name)
     text = "A haunted lighthouse keeper is stalked by a masked killer in this slasher horror film."

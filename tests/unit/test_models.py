@@ -207,6 +207,75 @@ def test_mapping_runs_only_on_the_batch_rows(split: Split) -> None:
     assert seen == [2, 5]  # distinct users {0, 2}; distinct items {5, 6, 7, 8, 9}
 
 
+def input_fused(split: Split, k: int = 4) -> LightGCN:
+    torch.manual_seed(0)
+    config = ProExConfig(n_profiles=k, mapping_hidden=12, fusion_stage="input", lambda_align=0.1)
+    model = build_model("lightgcn", split.train, SMALL["lightgcn"], config, profiles_for(split, k))
+    assert isinstance(model, LightGCN) and model.fuses_input
+    return model
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_input_fusion_propagates_the_pooled_profiles(k: int, split: Split) -> None:
+    """Fused vector = P (E + c~), c~ the mean of the mapped profiles; towers + collab reproduce it."""
+    model = input_fused(split, k)
+    train_a_little(model, split)
+    model.eval()
+    assert model.mapping is not None and model.profile_weight == pytest.approx(0.25)
+    with torch.no_grad():
+        pooled = torch.cat(
+            [
+                _masked_mean(model.mapping(model.user_profiles), model.user_profile_mask),
+                _masked_mean(model.mapping(model.item_profiles), model.item_profile_mask),
+            ]
+        )
+        layer0 = torch.cat([model.user_embedding, model.item_embedding]) + pooled
+        fused = model.smooth(layer0)
+        expected = fused[: model.n_users][[0, 3, 7]] @ fused[model.n_users :].T
+    users = np.array([0, 3, 7])
+    assert torch.allclose(model.score_all(users), expected, atol=1e-5)
+    assert torch.allclose(tower_scores(model, users), expected, atol=1e-5)
+    # a user with no profile gets only the neighbourhood's profiles, through collab
+    with torch.no_grad():
+        alone = model.user_tower()(torch.from_numpy(model.collab_user_vectors()[[0]]), *_no_profiles(k))
+    assert torch.allclose(alone, fused[[0]], atol=1e-5)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.float().unsqueeze(-1)
+    return (values * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def _no_profiles(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(1, k, D_S), torch.zeros(1, k)
+
+
+def test_input_fusion_loss_trains_every_part(split: Split) -> None:
+    model = input_fused(split)
+    model.train()
+    output = model.loss(next(iter(model.epoch_batches(np.random.default_rng(0)))))
+    output.total.backward()
+    assert {"bpr", "variance", "reg", "align", "l2"} <= set(output.parts)
+    assert model.mapping is not None and model.mapping.out.weight.grad is not None
+    assert model.mapping.out.weight.grad.abs().sum() > 0
+    assert model.user_embedding.grad is not None and model.user_embedding.grad.abs().sum() > 0
+
+
+def test_input_fusion_towers_export_to_onnx(split: Split, tmp_path: Path) -> None:
+    model = input_fused(split)
+    train_a_little(model, split, epochs=1)
+    export_and_compare(model, split, tmp_path)
+
+
+def test_fusion_stage_is_validated_and_lightgcn_only(split: Split) -> None:
+    with pytest.raises(ValueError, match="fusion_stage"):
+        ProExConfig(fusion_stage="middle")
+    with pytest.raises(ValueError, match="fusion_stage"):
+        build_model(
+            "multvae", split.train, SMALL["multvae"], ProExConfig(fusion_stage="input"), profiles_for(split)
+        )
+
+
 def test_negatives_avoid_training_positives(split: Split) -> None:
     model = make("lightgcn", split, False)
     users = np.repeat(np.arange(split.n_users), 50)

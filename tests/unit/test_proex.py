@@ -117,6 +117,31 @@ def test_regulariser_prefers_spread_profiles_and_respects_masks() -> None:
     assert torch.allclose(profile_regulariser(noisy, partial, 0.2), profile_regulariser(same, partial, 0.2))
 
 
+def test_dot_regulariser_is_eq7_literally_and_scales_with_the_profiles() -> None:
+    """The paper's form: log(1 + e^(1/tau) sum_k' exp(c_k . c_k' / tau)), summed over k."""
+    torch.manual_seed(0)
+    mapped = torch.randn(1, 3, 4)
+    dots = mapped[0] @ mapped[0].T
+    expected = sum(
+        torch.log1p(
+            torch.exp(torch.tensor(5.0)) * sum(torch.exp(dots[k, j] / 0.2) for j in range(3) if j != k)
+        )
+        for k in range(3)
+    )
+    got = profile_regulariser(mapped, torch.ones(1, 3), 0.2, similarity="dot")
+    assert torch.allclose(got, expected, atol=1e-4)
+    # the cosine form pushes tiny profiles as hard as large ones; the dot form hardly moves them
+    small = (0.01 * mapped).requires_grad_()
+    profile_regulariser(small, torch.ones(1, 3), 0.2, similarity="dot").backward()
+    assert small.grad is not None
+    dot_push = small.grad.norm()
+    small.grad = None
+    profile_regulariser(small, torch.ones(1, 3), 0.2, similarity="cosine").backward()
+    assert small.grad.norm() > 100 * dot_push
+    with pytest.raises(ValueError, match="reg_similarity"):
+        ProExConfig(reg_similarity="euclid")
+
+
 def test_regulariser_has_gradients() -> None:
     mapped = torch.randn(5, 4, 8, requires_grad=True)
     profile_regulariser(mapped, torch.ones(5, 4), tau=0.2).backward()

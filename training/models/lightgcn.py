@@ -25,6 +25,16 @@ sum of |E| BPR terms would weaken it |E|-fold against the base model under Adam)
 masked mean of the K mapped profiles (Algorithm 2). The towers (:meth:`LightGCN.user_tower`,
 :meth:`LightGCN.item_tower`) compute exactly that from ``(collab, profiles, profile_mask)`` with
 ONNX-exportable ops.
+
+With ``ProExConfig.fusion_stage="input"`` the mixed profiles are added to the layer-0 embeddings
+instead, so propagation pools every entity's profiles over its neighbourhood: the fused
+representation is ``z + P c~`` (``P`` the layer mean of ``A^0..A^L``, linear, so the ID part and each
+environment's profile part propagate separately, all environments in one sparse product). At
+inference ``c~`` is the mean of the K mapped profiles. An entity's own profile enters ``P c~`` with
+weight ``1 / (L + 1)`` through layer 0 (plus small even-order return paths); the towers add exactly
+that share from the profiles they are given, and the exported collaborative vector carries the rest
+(``z + P c~ - c~ / (L + 1)``: the neighbourhood's profiles as of training). A refreshed profile thus
+moves its entity's vector through the tower, and the two together reproduce the model's scores.
 """
 
 from __future__ import annotations
@@ -72,21 +82,26 @@ class LightGCNConfig:
 class LightGCNTower(nn.Module):
     """``forward(collab [B, d], profiles [B, K, d_s], profile_mask [B, K]) -> [B, d]``.
 
-    ``collab + masked_mean_k(f_psi(profiles[:, k]))``; with no mapping (base model) ``collab`` is
-    returned unchanged (the profile inputs stay inputs of the exported graph, see
+    ``collab + profile_weight * masked_mean_k(f_psi(profiles[:, k]))`` (``profile_weight`` is 1 for
+    output-stage fusion, ``1 / (L + 1)`` for input-stage fusion); with no mapping (base model)
+    ``collab`` is returned unchanged (the profile inputs stay inputs of the exported graph, see
     :func:`~training.models.base.pass_through`).
     """
 
-    def __init__(self, mapping: MappingMLP | None) -> None:
+    def __init__(self, mapping: MappingMLP | None, profile_weight: float = 1.0) -> None:
         super().__init__()
         self.mapping = mapping
+        self.profile_weight = profile_weight
 
     def forward(
         self, collab: torch.Tensor, profiles: torch.Tensor, profile_mask: torch.Tensor
     ) -> torch.Tensor:
         if self.mapping is None:
             return pass_through(collab, profiles, profile_mask)
-        return collab + masked_mean(self.mapping(profiles), profile_mask)
+        pooled = masked_mean(self.mapping(profiles), profile_mask)
+        if self.profile_weight != 1.0:
+            pooled = pooled * self.profile_weight
+        return collab + pooled
 
 
 class _SymmetricSparseMM(torch.autograd.Function):
@@ -210,15 +225,58 @@ class LightGCN(Recommender):
         return negatives
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The propagated embeddings ``z_u [n_users, d]``, ``z_i [n_items, d]`` (mean of layers 0..L)."""
-        layer = torch.cat([self.user_embedding, self.item_embedding], dim=0)
+    def smooth(self, layer0: torch.Tensor) -> torch.Tensor:
+        """Mean of ``A^0 x .. A^L x`` for ``x = layer0 [n_users + n_items, ...]`` (users first)."""
+        layer = layer0
         total = layer
         for _ in range(self.config.n_layers):
             layer = _SymmetricSparseMM.apply(self.adjacency, layer)
             total = total + layer
-        final = total / (self.config.n_layers + 1)
+        return total / (self.config.n_layers + 1)
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The propagated embeddings ``z_u [n_users, d]``, ``z_i [n_items, d]`` (mean of layers 0..L)."""
+        final = self.smooth(torch.cat([self.user_embedding, self.item_embedding], dim=0))
         return final[: self.n_users], final[self.n_users :]
+
+    @property
+    def fuses_input(self) -> bool:
+        """Whether the profiles are added to the layer-0 embeddings (``fusion_stage="input"``)."""
+        return self.mapping is not None and self.proex is not None and self.proex.fusion_stage == "input"
+
+    @property
+    def profile_weight(self) -> float:
+        """The weight of an entity's own pooled profile in its fused vector (the towers' share)."""
+        return 1.0 / (self.config.n_layers + 1) if self.fuses_input else 1.0
+
+    def smooth_environments(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``P c~`` of every environment in one sparse product.
+
+        ``users [E, n_users, d]`` and ``items [E, n_items, d]`` in, ``[E, n_users + n_items, d]`` out.
+        """
+        n_envs, _, d = users.shape
+        stacked = torch.cat([users, items], dim=1)  # [E, N, d]
+        flat = stacked.permute(1, 0, 2).reshape(stacked.shape[1], n_envs * d)  # one sparse product
+        return self.smooth(flat).reshape(-1, n_envs, d).permute(1, 0, 2)
+
+    def tower_collab(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' ``collab`` inputs for every user and item.
+
+        Output-stage fusion: the propagated embeddings. Input-stage fusion: ``z + P c~ - c~ / (L + 1)``
+        with ``c~`` the mean of the K mapped profiles, so ``collab + tower share`` is the fused vector.
+        """
+        z_users, z_items = self.propagate()
+        if not self.fuses_input:
+            return z_users, z_items
+        assert self.mapping is not None
+        pooled = torch.cat(
+            [
+                masked_mean(self.mapping(self.user_profiles), self.user_profile_mask),
+                masked_mean(self.mapping(self.item_profiles), self.item_profile_mask),
+            ]
+        )
+        rest = self.smooth(pooled) - self.profile_weight * pooled
+        return z_users + rest[: self.n_users], z_items + rest[self.n_users :]
 
     def l2_penalty(self) -> torch.Tensor:
         """Squared L2 norm of the ID embeddings (``f_psi`` has its own ``mapping_weight_decay``)."""
@@ -247,7 +305,11 @@ class LightGCN(Recommender):
         z_items: torch.Tensor,
         l2: torch.Tensor,
     ) -> LossOutput:
-        """Eq. 8-14 for one batch; f_psi runs only on the batch's distinct users and items."""
+        """Eq. 8-14 for one batch.
+
+        Output-stage fusion maps only the batch's distinct users and items; input-stage fusion maps
+        and mixes everyone's profiles (propagation needs every layer-0 row) and propagates them.
+        """
         assert self.proex is not None and self.mapping is not None
         cfg = self.proex
         uniq_users, user_pos = torch.unique(users, return_inverse=True)
@@ -255,11 +317,22 @@ class LightGCN(Recommender):
         pos_pos, neg_pos = item_pos[: len(positives)], item_pos[len(positives) :]
         user_mask = self.user_profile_mask[uniq_users]
         item_mask = self.item_profile_mask[uniq_items]
-        mapped_users = self.mapping(self.user_profiles[uniq_users])  # [U, K, d]
-        mapped_items = self.mapping(self.item_profiles[uniq_items])  # [I, K, d]
         theta = environment_theta(cfg)  # one set of environments for users and items
-        mixed_users = mix(mix_weights(theta, user_mask), mapped_users)  # [E, U, d]
-        mixed_items = mix(mix_weights(theta, item_mask), mapped_items)  # [E, I, d]
+        if self.fuses_input:
+            all_users = self.mapping(self.user_profiles)  # [n_users, K, d]
+            all_items = self.mapping(self.item_profiles)  # [n_items, K, d]
+            smoothed = self.smooth_environments(
+                mix(mix_weights(theta, self.user_profile_mask), all_users),
+                mix(mix_weights(theta, self.item_profile_mask), all_items),
+            )  # [E, n_users + n_items, d]
+            mixed_users = smoothed[:, : self.n_users][:, uniq_users]  # [E, U, d]
+            mixed_items = smoothed[:, self.n_users :][:, uniq_items]  # [E, I, d]
+            mapped_users, mapped_items = all_users[uniq_users], all_items[uniq_items]
+        else:
+            mapped_users = self.mapping(self.user_profiles[uniq_users])  # [U, K, d]
+            mapped_items = self.mapping(self.item_profiles[uniq_items])  # [I, K, d]
+            mixed_users = mix(mix_weights(theta, user_mask), mapped_users)  # [E, U, d]
+            mixed_items = mix(mix_weights(theta, item_mask), mapped_items)  # [E, I, d]
         zu_uniq, zi_uniq = z_users[uniq_users], z_items[uniq_items]
         user_valid, item_valid = user_mask.any(dim=1), item_mask.any(dim=1)
         env_losses, bprs, aligns = [], [], []
@@ -281,9 +354,9 @@ class LightGCN(Recommender):
         if aligns:
             parts["align"] = float(np.mean(aligns))
         if cfg.use_regulariser and cfg.lambda_reg > 0:
-            reg = profile_regulariser(mapped_users, user_mask, cfg.tau_reg) + profile_regulariser(
-                mapped_items, item_mask, cfg.tau_reg
-            )
+            reg = profile_regulariser(
+                mapped_users, user_mask, cfg.tau_reg, cfg.reg_similarity
+            ) + profile_regulariser(mapped_items, item_mask, cfg.tau_reg, cfg.reg_similarity)
             total = total + cfg.lambda_reg * reg
             parts["reg"] = float(reg.detach())
         parts["loss"] = float(total.detach())
@@ -296,21 +369,21 @@ class LightGCN(Recommender):
         The tower starts in the model's mode (eval after training), so an exporter that restores the
         tower's mode afterwards leaves ``f_psi``'s dropout off.
         """
-        return LightGCNTower(self.mapping).train(self.training)
+        return LightGCNTower(self.mapping, self.profile_weight).train(self.training)
 
     def item_tower(self) -> LightGCNTower:
         """The exportable item tower (same computation as the user tower, shared weights)."""
-        return LightGCNTower(self.mapping).train(self.training)
+        return LightGCNTower(self.mapping, self.profile_weight).train(self.training)
 
     def collab_user_vectors(self) -> np.ndarray:
-        """Propagated user embeddings ``z_u`` ``[n_users, d]`` (the towers' ``collab`` input)."""
+        """The user tower's ``collab`` input ``[n_users, d]`` (see :meth:`tower_collab`)."""
         with torch.no_grad():
-            return self.propagate()[0].numpy().copy()
+            return self.tower_collab()[0].numpy().copy()
 
     def collab_item_vectors(self) -> np.ndarray:
-        """Propagated item embeddings ``z_i`` ``[n_items, d]``."""
+        """The item tower's ``collab`` input ``[n_items, d]``."""
         with torch.no_grad():
-            return self.propagate()[1].numpy().copy()
+            return self.tower_collab()[1].numpy().copy()
 
     def _tower_inputs(self, entity: str, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The towers' ``(profiles, profile_mask)`` inputs for ``index`` (all entities when None).
@@ -328,17 +401,17 @@ class LightGCN(Recommender):
 
     def encode_users(self, users: np.ndarray) -> torch.Tensor:
         index = torch.as_tensor(np.asarray(users, dtype=np.int64))
-        collab = self.propagate()[0][index]
+        collab = self.tower_collab()[0][index]
         return self.user_tower()(collab, *self._tower_inputs("user", index))
 
     def encode_items(self) -> torch.Tensor:
-        collab = self.propagate()[1]
+        collab = self.tower_collab()[1]
         return self.item_tower()(collab, *self._tower_inputs("item", None))
 
     def make_scorer(self) -> Scorer:
         """Propagate once, encode all items once, then score batches of users."""
         with torch.no_grad():
-            z_users, z_items = self.propagate()
+            z_users, z_items = self.tower_collab()
             items = self.item_tower()(z_items, *self._tower_inputs("item", None))
             tower = self.user_tower()
 

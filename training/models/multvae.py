@@ -154,6 +154,8 @@ class MultVAE(Recommender):
         if proex is not None and profiles is not None:
             if profiles.k != proex.n_profiles:
                 raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
+            if proex.fusion_stage != "output":
+                raise ValueError("Mult-VAE fuses its latent distribution: fusion_stage must be 'output'")
             self.mapping = MappingMLP.for_config(profiles.dim, 2 * cfg.latent_dim, proex)
             self.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
             self.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
@@ -308,7 +310,7 @@ class MultVAE(Recommender):
         if aligns:
             parts["align"] = float(np.mean(aligns))
         if cfg.use_regulariser and cfg.lambda_reg > 0:
-            reg = profile_regulariser(slot_mu, slots, cfg.tau_reg)
+            reg = profile_regulariser(slot_mu, slots, cfg.tau_reg, cfg.reg_similarity)
             total = total + cfg.lambda_reg * reg
             parts["reg"] = float(reg.detach())
         parts["loss"] = float(total.detach())
