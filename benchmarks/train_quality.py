@@ -53,12 +53,20 @@ def _keyed(values: list[str], option: str) -> dict[str, dict[str, Any]]:
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run's config.json that define what was trained."""
-    keys = ("model", "hyperparameters", "proex", "dataset", "split_method", "split_seed", "seed")
+    """The parts of a run's config.json that define what was trained.
+
+    The ProEx config is read back through :class:`ProExConfig`, so a run trained before an option
+    existed compares as that option's default (which is what it trained with).
+    """
+    from training.proex import ProExConfig
+
+    keys = ("model", "hyperparameters", "dataset", "split_method", "split_seed", "seed")
     profiles = config.get("profiles") or {}
     train = {k: v for k, v in config.get("train", {}).items() if k not in ("progress", "threads")}
+    proex = config.get("proex")
     return {
         **{k: config.get(k) for k in keys},
+        "proex": ProExConfig.from_dict(proex).as_dict() if isinstance(proex, dict) else proex,
         "train": train,
         "profiles": {k: profiles.get(k) for k in ("path", "version", "fingerprint")} if profiles else None,
     }

@@ -267,3 +267,15 @@ def test_cosine_terms_skip_zero_vectors() -> None:
     loss = info_nce(anchor, half, torch.ones(4, dtype=torch.bool), 0.2)
     loss.backward()
     assert half.grad is not None and torch.isfinite(half.grad).all() and half.grad[2:].abs().sum() == 0
+
+
+def test_reused_runs_compare_missing_proex_options_as_their_defaults() -> None:
+    """A run folder written before an option existed trained with its default; reuse must see that."""
+    from benchmarks.train_quality import _comparable
+
+    current = {"model": "lightgcn", "proex": ProExConfig(lambda_reg=0.01).as_dict(), "train": {}}
+    older = {**current, "proex": {k: v for k, v in current["proex"].items() if k != "reg_similarity"}}
+    assert _comparable(older) == _comparable(current)
+    changed = {**current, "proex": {**current["proex"], "fusion_stage": "input"}}
+    assert _comparable(changed) != _comparable(current)
+    assert _comparable({**current, "proex": None})["proex"] is None
