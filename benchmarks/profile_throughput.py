@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import print_table, record
+from offline_jobs.torch_backend import default_attention_dtype
 
 FULL_USERS = 943
 FULL_ITEMS = 1682
@@ -48,20 +49,24 @@ def _f1_requests(n: int, max_tokens: int, seed: int) -> list[Any]:
     return out
 
 
-def _backend(name: str, batch: int, threads: int) -> Any:
+def _backend(name: str, batch: int, threads: int, attention_dtype: str | None = None) -> Any:
     if name == "llama_cpp":
         from offline_jobs.llama_backend import LlamaCppBackend
 
         return LlamaCppBackend(n_seq=batch, n_ctx_per_seq=1024, n_threads=threads)
     from offline_jobs.torch_backend import TorchGGUFBackend
 
-    return TorchGGUFBackend(n_seq=batch, n_ctx_per_seq=1024, n_threads=threads)
+    return TorchGGUFBackend(
+        n_seq=batch, n_ctx_per_seq=1024, n_threads=threads, attention_dtype=attention_dtype
+    )
 
 
-def measure(name: str, batch: int, n_requests: int, max_tokens: int, threads: int) -> dict[str, Any]:
+def measure(
+    name: str, batch: int, n_requests: int, max_tokens: int, threads: int, attention_dtype: str | None = None
+) -> dict[str, Any]:
     requests = _f1_requests(n_requests, max_tokens, seed=2024)
     started = time.perf_counter()
-    backend = _backend(name, batch, threads)
+    backend = _backend(name, batch, threads, attention_dtype)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     results = backend.generate(requests)
@@ -189,6 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project-workers", type=int, default=2, help="processes (one thread each)")
     parser.add_argument("--sample-users", type=int, default=32)
     parser.add_argument("--sample-items", type=int, default=32)
+    parser.add_argument(
+        "--attention-dtypes",
+        nargs="+",
+        default=["auto"],
+        choices=("auto", "bfloat16", "float32"),
+        help="torch backend: KV cache / attention dtype(s) to measure (auto: by the CPU's AMX support)",
+    )
     parser.add_argument("--no-projection", action="store_true")
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument(
@@ -208,9 +220,15 @@ def main(argv: list[str] | None = None) -> None:
         for batch in args.batch_sizes:
             if backend == "llama_cpp" and batch > args.llama_max_batch:
                 continue  # no gain past 8-32 sequences and minutes of prompt processing
-            row = measure(backend, batch, max(batch, args.min_requests), args.max_tokens, args.threads)
-            rows.append(row)
-            print_table([row])
+            for attention in args.attention_dtypes if backend == "torch" else ["auto"]:
+                chosen = None if attention == "auto" else attention
+                row = measure(
+                    backend, batch, max(batch, args.min_requests), args.max_tokens, args.threads, chosen
+                )
+                if backend == "torch":
+                    row["attention_dtype"] = chosen or default_attention_dtype()
+                rows.append(row)
+                print_table([row])
     print_table(rows, "Embedded SmolLM2-135M, ProEx F1 prompts (tokens/s over prompt+generation wall time)")
     figures: dict[str, Any] = {"table": rows}
     if not args.no_projection:
@@ -248,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
                 "threads": args.threads,
                 "backends": args.backends,
                 "batch_sizes": args.batch_sizes,
+                "attention_dtypes": args.attention_dtypes,
                 "project_backend": args.project_backend,
                 "project_batch": args.project_batch,
                 "project_workers": args.project_workers,

@@ -20,6 +20,12 @@ request the moment the previous one is answered and the batch never drains betwe
 Attention reads dominate a decode step (the KV of every running row, up to the longest row's
 length). The running slots are split into length bands (short, medium, long expected prompt +
 completion) and each band attends over its own longest row only.
+
+Attention precision: the KV cache and the attention products run in ``attention_dtype``, the linear
+layers in ``dtype``. bfloat16 attention is fast on CPUs with AMX tiles (Intel Xeon since Sapphire
+Rapids); elsewhere (AVX-512 BF16 without AMX, e.g. AMD EPYC) torch's bfloat16 decode attention is
+several times slower than float32, so by default the attention dtype is bfloat16 where the CPU
+reports ``amx_bf16`` and float32 otherwise (:func:`default_attention_dtype`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,18 @@ if TYPE_CHECKING:
     from offline_jobs.settings import JobSettings
 
 log = logging.getLogger(__name__)
+
+
+def default_attention_dtype(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """``"bfloat16"`` where the CPU has AMX bfloat16 tiles (``amx_bf16`` in its flags), else ``"float32"``."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return "float32"
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return "bfloat16" if "amx_bf16" in line.split() else "float32"
+    return "float32"
 
 
 class GGUFLlama:
@@ -192,8 +210,9 @@ class GGUFLlama:
             qk = self._rope(qkv[..., : self.d + kd].view(B, T, nq, self.hd), cos, sin)
             q, k = qk[:, :, : self.n_head], qk[:, :, self.n_head :]
             v = qkv[..., self.d + kd :].view(B, T, self.n_kv, self.hd)
-            kc[rows, :, pos] = k
-            vc[rows, :, pos] = v
+            kc[rows, :, pos] = k.to(kc.dtype)  # no-op when the cache has the weights' dtype
+            vc[rows, :, pos] = v.to(vc.dtype)
+            q = q.to(kc.dtype)
             if segments:
                 attn = self._banded_attention(q, kc, vc, mask, segments)
             else:
@@ -207,7 +226,7 @@ class GGUFLlama:
                 attn = F.scaled_dot_product_attention(
                     q.transpose(1, 2), keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=True
                 )
-            x = x + F.linear(attn.transpose(1, 2).reshape(B, T, self.d), layer["o"])
+            x = x + F.linear(attn.transpose(1, 2).reshape(B, T, self.d).to(x.dtype), layer["o"])
             h = self._rms(x, layer["ffn_norm"])
             gu = F.linear(h, layer["gate_up"])
             x = x + F.linear(F.silu(gu[..., : self.ffn]) * gu[..., self.ffn :], layer["down"])
@@ -289,6 +308,7 @@ class TorchGGUFBackend:
         repeat_penalty: float = 1.15,
         top_k: int = 40,
         dtype: str = "bfloat16",
+        attention_dtype: str | None = None,
         model_id: str | None = None,
         min_prefix: int = 32,
         max_running: int | None = None,
@@ -316,10 +336,12 @@ class TorchGGUFBackend:
         self.n_bands = max(1, min(n_bands, self.max_running // 8))  # bands of at least 8 slots
         self._recent_lengths: deque[int] = deque(maxlen=512)
         m = self.model
+        # KV cache and attention in their own dtype (see the module docstring)
+        self.attention_dtype = getattr(torch, attention_dtype or default_attention_dtype())
         shape = (self.n_seq, m.n_kv, self.max_len, m.hd)
         self.cache = (
-            [torch.zeros(shape, dtype=m.dtype) for _ in range(m.n_layer)],
-            [torch.zeros(shape, dtype=m.dtype) for _ in range(m.n_layer)],
+            [torch.zeros(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
+            [torch.zeros(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
         )
         # tokens whose K/V are in positions 0..len-1 of each slot (running or retained)
         self.slot_tokens: list[list[int]] = [[] for _ in range(self.n_seq)]

@@ -106,3 +106,26 @@ def test_torch_backend_length_bands_decode_what_one_band_decodes():
         assert backend.n_bands == bands
         backend.close()
     assert outputs[0] == outputs[1]
+
+
+def test_attention_dtype_follows_the_cpu_and_both_decode_the_same_greedy_start(tmp_path):
+    """bfloat16 attention only where the CPU has AMX tiles; float32 attention beside bfloat16 weights
+    decodes what all-bfloat16 decodes (greedy, first tokens)."""
+    from offline_jobs.torch_backend import TorchGGUFBackend, default_attention_dtype
+
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    no_amx = tmp_path / "no_amx"
+    no_amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    assert default_attention_dtype(amx) == "bfloat16"
+    assert default_attention_dtype(no_amx) == "float32"
+    assert default_attention_dtype(tmp_path / "missing") == "float32"
+
+    req = ChatRequest(messages=requests(1)[0].messages, max_tokens=4, temperature=0.0, seed=1)
+    texts = []
+    for attention in ("bfloat16", "float32"):
+        backend = TorchGGUFBackend(n_seq=2, n_ctx_per_seq=512, attention_dtype=attention)
+        assert backend.cache[0][0].dtype == getattr(backend.torch, attention)
+        texts.append(backend.generate([req])[0].text)
+        backend.close()
+    assert texts[0].split()[:2] == texts[1].split()[:2]
