@@ -66,7 +66,7 @@ demo: $(STAMP) redis  ## the main job end to end on MovieLens-100k: artefacts, s
 stop:  ## stop the service and redis-server started by `make demo`
 	$(BIN)/python -m scripts.demo --stop
 
-profiles-llm: $(STAMP)  ## the full MovieLens-100k ProEx run (K=4, embedded SmolLM2, 2 workers; ~1 h on an Intel Xeon, over 2 h on AMD)
+profiles-llm: $(STAMP)  ## the full MovieLens-100k ProEx run (K=4, embedded SmolLM2, 2 workers; ~1 h on an Intel Xeon, longer on AMD)
 	flock /tmp/profilerec-heavy.lock $(BIN)/profilerec-jobs pipeline --dataset movielens-100k --strategy proex \
 	  --k 4 --workers 2 --out $(PROFILEREC_WORK_DIR)/profiles/movielens-100k-proex
 
