@@ -10,6 +10,7 @@ BENCHMARKS = {
     "eval_speed": "benchmarks.eval_speed",
     "train_quality": "benchmarks.train_quality",
     "profile_throughput": "benchmarks.profile_throughput",
+    "profile_signal": "benchmarks.profile_signal",
     "serve_latency": "benchmarks.serve_latency",
     "refresh_cost": "benchmarks.refresh_cost",
 }

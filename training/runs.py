@@ -1,4 +1,4 @@
-"""Training runs: one folder per run, written atomically file by file, and reloadable.
+"""Training runs: one folder per run, published whole when the run has finished, and reloadable.
 
 A run folder holds
 
@@ -13,6 +13,11 @@ A run folder holds
   seconds per epoch.
 
 :func:`execute_run` trains and evaluates one run; :func:`load_run` rebuilds the trained model.
+
+A run is trained in a hidden staging folder beside its final one (``.<name>.partial``) and moved into
+place only once ``metrics.json`` is written, so the run folder is always either a finished run or
+absent: a run that fails or is killed leaves any earlier run of the same folder untouched (a killed
+run's staging folder is cleared by the next run of that folder).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +38,7 @@ from rec_contract.atomic import atomic_write_text
 from training.data import Split, default_split_method, load_dataset, split_dataset
 from training.evaluation import evaluate
 from training.models import Recommender, TrainConfig, build_model, model_config
-from training.models.base import CHECKPOINT_FILE, EPOCHS_FILE, FitResult
+from training.models.base import CHECKPOINT_FILE, FitResult
 from training.proex import ProExConfig
 from training.profiles import ProfileInputs, load_profile_inputs
 
@@ -114,10 +120,53 @@ class RunOutcome:
 def execute_run(spec: RunSpec) -> RunOutcome:
     """Load data (and profiles), train with early stopping, evaluate on test, write the run folder."""
     started = time.perf_counter()
-    run_dir = spec.run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (CHECKPOINT_FILE, EPOCHS_FILE, METRICS_FILE):
-        (run_dir / stale).unlink(missing_ok=True)
+    final_dir = spec.run_dir()
+    run_dir = staging_dir(final_dir)
+    if run_dir.exists():  # left by a run that was killed
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    try:
+        outcome = _train_and_evaluate(spec, run_dir, started)
+        publish_run(run_dir, final_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    log.info(
+        "test recall@20=%.4f ndcg@20=%.4f (best epoch %d)",
+        outcome.metrics["test"]["recall@20"],
+        outcome.metrics["test"]["ndcg@20"],
+        outcome.fit.best_epoch,
+        extra={
+            "run_dir": str(final_dir),
+            **{f"test_{k}": v for k, v in outcome.metrics["test"].items()},
+        },
+    )
+    return RunOutcome(final_dir, outcome.model, outcome.config, outcome.fit, outcome.metrics)
+
+
+def staging_dir(final_dir: Path) -> Path:
+    """Where the run of ``final_dir`` is trained before it is published: a hidden sibling folder."""
+    return final_dir.parent / f".{final_dir.name}.partial"
+
+
+def publish_run(staging: Path, final_dir: Path) -> None:
+    """Move a finished run from ``staging`` to ``final_dir``, replacing an older run there.
+
+    The older run is first renamed aside and deleted only once the new one is in place, so a crash
+    in between leaves one of the two complete runs on disk (the older one as ``.<name>.replaced``).
+    """
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    replaced = final_dir.parent / f".{final_dir.name}.replaced"
+    if replaced.exists():
+        shutil.rmtree(replaced)
+    if final_dir.exists():
+        final_dir.replace(replaced)
+    staging.replace(final_dir)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutcome:
+    """Everything :func:`execute_run` does inside the (staging) folder ``run_dir``."""
     dataset = load_dataset(spec.dataset, spec.data_dir)
     method = spec.split_method or default_split_method(dataset.name)
     split = split_dataset(dataset, method, seed=spec.split_seed)  # type: ignore[arg-type]
@@ -173,13 +222,6 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         "wall_seconds": time.perf_counter() - started,
     }
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-    log.info(
-        "test recall@20=%.4f ndcg@20=%.4f (best epoch %d)",
-        test["recall@20"],
-        test["ndcg@20"],
-        fit.best_epoch,
-        extra={"run_dir": str(run_dir), **{f"test_{k}": v for k, v in test.metrics.items()}},
-    )
     return RunOutcome(run_dir, model, config, fit, metrics)
 
 

@@ -418,3 +418,44 @@ def test_lightgcn_adjacency_is_symmetric_normalised(split: Split) -> None:
     du, di = r.sum(1), r.sum(0)
     u, i = np.argwhere(r)[0]
     assert adj[u, split.n_users + i] == pytest.approx(1 / np.sqrt(du[u] * di[i]))
+
+
+def test_a_failed_run_leaves_the_finished_run_in_its_folder(tmp_path: Path, monkeypatch) -> None:
+    """Runs are trained in a staging folder and published whole: a crash loses nothing."""
+    from training.models import TrainConfig
+    from training.runs import RunSpec, execute_run, staging_dir
+
+    dataset = toy_dataset()
+    dataset.save(tmp_path / "dataset")
+    out = tmp_path / "runs" / "run"
+
+    def spec(epochs: int) -> RunSpec:
+        return RunSpec(
+            dataset=str(tmp_path / "dataset"),
+            model="lightgcn",
+            hyperparameters={"batch_size": 128},
+            train=TrainConfig(epochs=epochs, eval_every=1, threads=1, progress=False),
+            out=str(out),
+        )
+
+    first = execute_run(spec(1))
+    assert first.run_dir == out and json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("killed mid-training")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LightGCN, "fit", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            execute_run(spec(2))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not staging_dir(out).exists()
+
+    staging_dir(out).mkdir()  # what a killed process leaves behind
+    (staging_dir(out) / "checkpoint.pt").write_bytes(b"partial")
+    second = execute_run(spec(2))
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["run"]  # no staging or replaced folder left
+    model, _ = load_run(out)
+    assert torch.equal(model.score_all(np.arange(3)), second.model.score_all(np.arange(3)))
