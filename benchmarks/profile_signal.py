@@ -26,12 +26,12 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.results import print_table, record
+from benchmarks.train_quality import run_folder, runs_root
 
 BLEND_WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 
@@ -83,10 +83,6 @@ def blend(
     return scored
 
 
-def base_run_dir(runs_dir: Path, dataset: str, model: str, seed: int) -> Path:
-    return runs_dir / f"{Path(dataset).name}-{model}-base-seed{seed}"
-
-
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(
@@ -117,10 +113,8 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_logging(level="WARNING")
     torch.set_num_threads(args.threads)
-    runs_dir = Path(
-        args.runs_dir or Path(os.environ.get("PROFILEREC_WORK_DIR") or "var") / "runs" / "train_quality"
-    )
-    run_dirs = [base_run_dir(runs_dir, args.dataset, args.model, seed) for seed in args.seeds]
+    runs_dir = runs_root(args.runs_dir)
+    run_dirs = [run_folder(runs_dir, args.dataset, args.model, "base", seed) for seed in args.seeds]
     missing = [str(d) for d in run_dirs if not (d / "metrics.json").exists()]
     if missing:
         raise SystemExit(
@@ -187,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     print_table(rows, f"Profiles alone and blended with base {args.model} (test, w chosen on validation)")
     print("relative to the base model:", ", ".join(f"{k} {v:+.2f}" for k, v in gains.items()))
+    described = profiles.describe()  # hashes every profile vector: once
     record(
         "profile_signal",
         {
@@ -200,8 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             "model": args.model,
             "seeds": args.seeds,
             "profiles": {
-                k: profiles.describe().get(k)
-                for k in ("path", "version", "embedding_model", "k", "dim", "fingerprint")
+                k: described.get(k) for k in ("path", "version", "embedding_model", "k", "dim", "fingerprint")
             },
             "base_runs": [str(d) for d in run_dirs],
             "blend_weights": list(BLEND_WEIGHTS),

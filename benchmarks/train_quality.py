@@ -113,6 +113,16 @@ def _expected_config(spec: Any) -> dict[str, Any] | None:
     }
 
 
+def runs_root(override: str | None = None) -> Path:
+    """Where the runs go: ``override`` (``--runs-dir``), else ``$PROFILEREC_WORK_DIR/runs/train_quality``."""
+    return Path(override or Path(os.environ.get("PROFILEREC_WORK_DIR") or "var") / "runs" / "train_quality")
+
+
+def run_folder(runs_dir: Path, dataset: str, model: str, variant: str, seed: int) -> Path:
+    """The folder of one (dataset, model, variant, seed) run under ``runs_dir``."""
+    return runs_dir / f"{Path(dataset).name}-{model}-{variant}-seed{seed}"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -215,9 +225,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_logging(level="WARNING")
     hps, proex_hps = _keyed(args.hp, "--hp"), _keyed(args.proex_hp, "--proex-hp")
-    runs_dir = Path(
-        args.runs_dir or Path(os.environ.get("PROFILEREC_WORK_DIR") or "var") / "runs" / "train_quality"
-    )
+    runs_dir = runs_root(args.runs_dir)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     profiles_used: dict[str, Any] | None = None
@@ -249,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                             progress=args.progress,
                         ),
                         split_seed=args.split_seed,
-                        out=str(runs_dir / f"{Path(dataset).name}-{model}-{variant}-seed{seed}"),
+                        out=str(run_folder(runs_dir, dataset, model, variant, seed)),
                     )
                     res = run_one(spec, args.reuse)
                     test = res["metrics"]["test"]
