@@ -1,18 +1,22 @@
 """Latency and throughput of the running service over HTTP on loopback, beside the HTTP floor.
 
-Starts (unless ``--url`` is given) the service with uvicorn (uvloop + httptools, one worker) on a
-published bundle, a private redis-server, and a minimal FastAPI app with the same server stack (the
-floor: what one worker can do with no work per request). Each scenario is driven by ``wrk`` with a Lua
-script that varies the request and prints the latency distribution:
+Starts, on a published bundle, a private redis-server, the service (uvicorn, uvloop + httptools, the
+default in-process retrieval store) and a minimal FastAPI app with the same server stack (the floor:
+what the server does with no work per request), each with 1 and then 2 worker processes. Every
+scenario is driven by ``wrk`` at 1 and 16 connections, ``--repeats`` times (medians reported), with a
+Lua script that varies the request:
 
-* ``known_user_cache_hit``: random known users, the profile cache warmed for all of them first;
-* ``known_user_cache_miss``: random known users against a Redis too small to hold their profiles
-  (``maxmemory`` 64 KiB, LRU), so nearly every request reads Qdrant; the measured hit ratio is reported;
-* ``cold_start``: POST /v1/recommendations with three random liked items and a short text (the text
-  encoder runs on every request);
-* ``floor``: GET /ping of the minimal app.
+* ``floor``: GET /ping of the minimal app;
+* ``known_warm``: random known users, the user-vector cache warmed for all of them first;
+* ``known_no_cache``: random known users with no Redis (every request reads the user's profiles and
+  runs the user tower: the cold-cache path);
+* ``cold_liked``: POST /v1/recommendations with three random liked items;
+* ``cold_text``: the same with a sentence of text only (the text encoder runs on every request);
+* ``cold_liked_text``: three liked items and a sentence.
 
-Figures: requests/s, p50/p90/p99 latency (ms), non-2xx count, and the ratio to the floor.
+Figures: requests/s, p50/p99 latency (ms), non-2xx and socket errors, req/s as a fraction of the
+floor's at the same workers and connections, and the mean time per request stage read from the
+service's ``/metrics`` (all workers aggregated).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +50,6 @@ app = FastAPI()
 async def ping() -> dict[str, bool]:
     return {"ok": True}
 """
-
 LUA_DONE = """
 done = function(summary, latency, requests)
   local out = string.format('{"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, ',
@@ -105,19 +109,24 @@ def _lua_users(users: list[str], path_template: str) -> str:
     )
 
 
-def _lua_cold_start(items: list[str], texts: list[str]) -> str:
+def _lua_cold_start(items: list[str], texts: list[str], liked: int, text: bool) -> str:
     item_table = ",".join(json.dumps(i) for i in items)
     text_table = ",".join(json.dumps(t) for t in texts)
+    fields = []
+    if liked:
+        picks = ", ".join('"%s"' for _ in range(liked))
+        fields.append(f'"liked_items": [{picks}]')
+    if text:
+        fields.append('"text": "%s %s"')
+    args = ", ".join(
+        ["items[math.random(#items)]"] * liked + ["texts[math.random(#texts)]"] * (2 if text else 0)
+    )
+    template = "{" + ", ".join([*fields, '"n": 20']) + "}"
     return (
         f"local items = {{{item_table}}}\nlocal texts = {{{text_table}}}\nmath.randomseed(7)\n"
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         "request = function()\n"
-        "  local a = items[math.random(#items)]\n"
-        "  local b = items[math.random(#items)]\n"
-        "  local c = items[math.random(#items)]\n"
-        "  local t = texts[math.random(#texts)]\n"
-        '  local body = string.format(\'{"liked_items": ["%s", "%s", "%s"], "text": "%s", '
-        '"n": 20}\', a, b, c, t)\n'
+        f"  local body = string.format('{template}', {args})\n"
         '  return wrk.format("POST", "/v1/recommendations", nil, body)\n'
         "end\n" + LUA_DONE
     )
@@ -150,53 +159,132 @@ def run_wrk(url: str, script: str, duration: int, connections: int, threads: int
     }
 
 
-def _cache_counts(url: str) -> dict[str, float]:
+STAGE_PREFIX = "profilerec_stage_duration_seconds_"
+TASTES = [
+    "I love space adventures", "romantic comedies from the nineties", "dark crime thrillers",
+    "animated family films", "war dramas based on true stories", "slow European art films",
+    "slasher horror with a twist", "westerns with gunfights", "musicals and dance films",
+    "documentaries about nature", "film noir detectives", "epic fantasy quests",
+]  # fmt: skip
+STYLES = [
+    "and anything with a great soundtrack", "but nothing too long", "especially classics",
+    "with strong female leads", "that make me think", "to watch with friends", "on a rainy evening",
+    "with clever dialogue",
+]  # fmt: skip
+
+
+def _stage_totals(url: str) -> dict[str, tuple[float, float]]:
+    """Per stage: (seconds, count) so far, summed over every worker."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
         text = response.read().decode()
+    sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("profilerec_profile_cache_requests_total{"):
-            label = line.split('result="', 1)[1].split('"', 1)[0]
-            counts[label] = float(line.rsplit(" ", 1)[1])
-    return counts
+        if not line.startswith(STAGE_PREFIX) or "{" not in line:
+            continue
+        name, rest = line[len(STAGE_PREFIX) :].split("{", 1)
+        if name not in ("sum", "count"):
+            continue
+        label = rest.split('stage="', 1)[1].split('"', 1)[0]
+        (sums if name == "sum" else counts)[label] = float(line.rsplit(" ", 1)[1])
+    return {k: (sums.get(k, 0.0), counts.get(k, 0.0)) for k in sums}
 
 
-def _hit_ratio(before: dict[str, float], after: dict[str, float]) -> float:
-    hits = after.get("hit", 0) - before.get("hit", 0)
-    total = sum(after.values()) - sum(before.values())
-    return hits / total if total else float("nan")
+def _stage_breakdown(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], requests: int
+) -> str:
+    """Mean milliseconds per request spent in each stage (stages that ran)."""
+    parts = []
+    for name, (total, count) in sorted(after.items()):
+        spent = total - before.get(name, (0.0, 0.0))[0]
+        runs = count - before.get(name, (0.0, 0.0))[1]
+        if runs > 0 and requests:
+            parts.append(f"{name} {1000 * spent / requests:.3f}")
+    return ", ".join(parts)
 
 
 @contextlib.contextmanager
-def _redis(maxmemory: str | None) -> Iterator[str]:
+def _redis() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is missing (apt-get install -y redis-server)")
     port = _free_port()
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    if maxmemory:
-        cmd += ["--maxmemory", maxmemory, "--maxmemory-policy", "allkeys-lru"]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"]  # fmt: skip
     with _process(cmd):
         time.sleep(0.3)
         yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextlib.contextmanager
-def _service(bundles_root: Path, qdrant_path: Path, redis_url: str, workdir: Path) -> Iterator[str]:
+def _service(bundles_root: Path, redis_url: str, work: Path, workers: int) -> Iterator[str]:
     port = _free_port()
+    run = work / f"service-{port}"
+    run.mkdir()
     env = {
-        "PROFILEREC_BUNDLES_ROOT": str(bundles_root),
-        "PROFILEREC_QDRANT_PATH": str(qdrant_path),
+        "PROFILEREC_WORK_DIR": str(run),
+        "PROFILEREC_BUNDLES_ROOT": str(bundles_root.resolve()),
         "PROFILEREC_REDIS_URL": redis_url,
-        "PROFILEREC_FEEDBACK_LOG": str(workdir / "feedback.jsonl"),
         "PROFILEREC_RELOAD_INTERVAL_S": "0",
         "PROFILEREC_LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": "",
     }
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with _process(cmd, env, workdir / f"service-{port}.log"):
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    with _process(cmd, env, run / "service.log"):
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/readyz")
+        if workers > 1:
+            time.sleep(2.0)  # every worker up, not only the first to answer
         yield url
+
+
+@contextlib.contextmanager
+def _floor(work: Path, workers: int) -> Iterator[str]:
+    (work / "floor_app.py").write_text(FLOOR_APP)
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    with _process(cmd, {"PYTHONPATH": str(work)}):
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/ping")
+        if workers > 1:
+            time.sleep(2.0)
+        yield url
+
+
+def _measure(
+    url: str, script: str, args: argparse.Namespace, connections: int, stages: bool
+) -> dict[str, Any]:
+    runs = []
+    before = _stage_totals(url) if stages else {}
+    for _ in range(args.repeats):
+        runs.append(run_wrk(url, script, args.duration, connections, 1))
+    requests = sum(r["requests"] for r in runs)
+    row: dict[str, Any] = {
+        "req_per_s": statistics.median(r["req_per_s"] for r in runs),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "non_2xx": sum(r["non_2xx"] for r in runs),
+        "socket_errors": sum(r["socket_errors"] for r in runs),
+        "requests": requests,
+        "repeats": args.repeats,
+    }
+    if stages:
+        row["stages_ms"] = _stage_breakdown(before, _stage_totals(url), requests)
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -204,12 +292,15 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bundles-root", type=Path, default=Path("var/bundles"))
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="wrk runs per cell (medians reported)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument(
-        "--qdrant-path", type=Path, default=Path("var/qdrant"), help="a copy is used (the lock)"
+        "--scenarios",
+        nargs="+",
+        default=["known_warm", "known_no_cache", "cold_liked", "cold_text", "cold_liked_text"],
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing (apt-get install -y wrk)")
@@ -217,91 +308,59 @@ def main(argv: list[str] | None = None) -> None:
     users = json.loads((current / "users.json").read_text())
     items = json.loads((current / "items.json").read_text())
     manifest = json.loads((current / "manifest.json").read_text())
-    texts = [
-        "I love space adventures",
-        "romantic comedies from the nineties",
-        "dark crime thrillers",
-        "animated family films",
-    ]
+    rng = random.Random(0)
+    texts = [f"{t} {s}" for t in TASTES for s in STYLES]
+    liked_pool = rng.sample(items, min(300, len(items)))
+    scripts = {
+        "known_warm": _lua_users(users, "/v1/users/%s/recommendations?n=20"),
+        "known_no_cache": _lua_users(users, "/v1/users/%s/recommendations?n=20"),
+        "cold_liked": _lua_cold_start(liked_pool, texts, 3, False),
+        "cold_text": _lua_cold_start(liked_pool, TASTES, 0, True),
+        "cold_liked_text": _lua_cold_start(liked_pool, TASTES, 3, True),
+    }
     rows: list[dict[str, Any]] = []
-
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         work = Path(tmp)
-        qdrant_copy = work / "qdrant"
-        shutil.copytree(args.qdrant_path, qdrant_copy, ignore=shutil.ignore_patterns(".lock"))
-
-        floor_file = work / "floor_app.py"
-        floor_file.write_text(FLOOR_APP)
-        floor_port = _free_port()
-        floor_cmd = [
-            sys.executable, "-m", "uvicorn", "floor_app:app",
-            "--host", "127.0.0.1", "--port", str(floor_port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
-        with _process(floor_cmd, {"PYTHONPATH": str(work)}):
-            floor_url = f"http://127.0.0.1:{floor_port}"
-            _wait_http(f"{floor_url}/ping")
-            script = 'wrk.path = "/ping"\n' + LUA_DONE
-            rows.append(
-                {
-                    "scenario": "floor",
-                    **run_wrk(floor_url, script, args.duration, args.connections, args.threads),
-                }
-            )
-
-        with _redis(None) as redis_url, _service(args.bundles_root, qdrant_copy, redis_url, work) as url:
-            for user in users:  # warm the profile cache for every known user
-                urllib.request.urlopen(f"{url}/v1/users/{user}/recommendations?n=20", timeout=10).read()
-            before = _cache_counts(url)
-            result = run_wrk(
-                url,
-                _lua_users(users, "/v1/users/%s/recommendations?n=20"),
-                args.duration,
-                args.connections,
-                args.threads,
-            )
-            rows.append(
-                {
-                    "scenario": "known_user_cache_hit",
-                    **result,
-                    "cache_hit_ratio": _hit_ratio(before, _cache_counts(url)),
-                }
-            )
-            before = _cache_counts(url)
-            result = run_wrk(
-                url,
-                _lua_cold_start(random.Random(0).sample(items, min(300, len(items))), texts),
-                args.duration,
-                args.connections,
-                args.threads,
-            )
-            rows.append({"scenario": "cold_start_items_and_text", **result})
-
-        with _redis("64kb") as redis_url, _service(args.bundles_root, qdrant_copy, redis_url, work) as url:
-            before = _cache_counts(url)
-            result = run_wrk(
-                url,
-                _lua_users(users, "/v1/users/%s/recommendations?n=20"),
-                args.duration,
-                args.connections,
-                args.threads,
-            )
-            rows.append(
-                {
-                    "scenario": "known_user_cache_miss",
-                    **result,
-                    "cache_hit_ratio": _hit_ratio(before, _cache_counts(url)),
-                }
-            )
-
-    floor = rows[0]
-    for row in rows:
-        row["x_floor_p50"] = row["p50_ms"] / floor["p50_ms"]
-        row["floor_rps_ratio"] = floor["req_per_s"] / row["req_per_s"]
+        for workers in args.workers:
+            floor: dict[int, float] = {}
+            with _floor(work, workers) as floor_url:
+                script = 'wrk.path = "/ping"\n' + LUA_DONE
+                for connections in args.connections:
+                    row = _measure(floor_url, script, args, connections, stages=False)
+                    floor[connections] = row["req_per_s"]
+                    rows.append({"scenario": "floor", "workers": workers, "connections": connections, **row})
+            cached = [s for s in args.scenarios if s != "known_no_cache"]
+            with _redis() as redis_url, _service(args.bundles_root, redis_url, work, workers) as url:
+                for user in users:  # warm the user-vector cache for every known user
+                    urllib.request.urlopen(f"{url}/v1/users/{user}/recommendations?n=20", timeout=10).read()
+                for scenario in cached:
+                    for connections in args.connections:
+                        row = _measure(url, scripts[scenario], args, connections, stages=True)
+                        row["x_floor_rps"] = row["req_per_s"] / floor[connections]
+                        rows.append(
+                            {"scenario": scenario, "workers": workers, "connections": connections, **row}
+                        )
+            if "known_no_cache" in args.scenarios:
+                with _service(args.bundles_root, "", work, workers) as url:
+                    for connections in args.connections:
+                        row = _measure(url, scripts["known_no_cache"], args, connections, stages=True)
+                        row["x_floor_rps"] = row["req_per_s"] / floor[connections]
+                        rows.append(
+                            {
+                                "scenario": "known_no_cache",
+                                "workers": workers,
+                                "connections": connections,
+                                **row,
+                            }
+                        )
     print_table(
-        rows,
-        f"HTTP on loopback, 1 uvicorn worker, wrk -t{args.threads} -c{args.connections} -d{args.duration}s",
+        [{k: v for k, v in r.items() if k != "stages_ms"} for r in rows],
+        f"HTTP on loopback, wrk -t1, {args.repeats} x {args.duration}s per cell (medians)",
     )
+    for r in rows:
+        if r.get("stages_ms"):
+            cell = f"{r['scenario']:<16} w={r['workers']} c={r['connections']:<3}"
+            print(f"  {cell} stages (ms/request): {r['stages_ms']}")
     record(
         "serve_latency",
         {"table": rows},
@@ -310,10 +369,11 @@ def main(argv: list[str] | None = None) -> None:
             "model_kind": manifest["model_kind"],
             "items": len(items),
             "users": len(users),
-            "qdrant": "embedded local mode",
+            "store": "in-process (engine auto)",
             "duration_s": args.duration,
+            "repeats": args.repeats,
+            "workers": args.workers,
             "connections": args.connections,
-            "wrk_threads": args.threads,
         },
     )
 

@@ -196,6 +196,21 @@ class JobCache:
             for r, s, f, st in rows.fetchall()
         ]
 
+    def prune(self, max_age_s: float) -> dict[str, int]:
+        """Forget what is older than ``max_age_s`` (generations, finished entities, runs): a cache that
+        lives across runs (the refresh's) keeps what recent prompts may ask again, not everything."""
+        cutoff = time.time() - max_age_s
+        deleted: dict[str, int] = {}
+        with self._tx():
+            for table, column in (
+                ("generations", "created_at"),
+                ("entities", "created_at"),
+                ("runs", "started_at"),
+            ):
+                cursor = self.conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,))
+                deleted[table] = cursor.rowcount
+        return deleted
+
     def _tx(self) -> _Transaction:
         return _Transaction(self.conn)
 

@@ -10,6 +10,7 @@ profiles can tell liked from disliked items.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,6 +33,25 @@ log = logging.getLogger(__name__)
 
 _YEAR_RE = re.compile(r"\((\d{4})\)\s*$")
 _DATE_YEAR_RE = re.compile(r"(\d{4})")
+_MISSING_TEXT = frozenset({"", "nan", "<na>", "nat"})  # how pandas spells a missing value as text
+
+
+def attribute_text(value: object) -> str | None:
+    """How an attribute value reads in a profile, or None when it is missing (None, NaN, NA, empty).
+
+    Columns change type when rows arrive without the attribute (a new user has no age, so the age
+    column turns float): integral floats read as integers (``24.0`` -> ``"24"``).
+    """
+    if value is None or isinstance(value, (list, tuple, dict, set, np.ndarray)):
+        return None
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else f"{float(value):g}"
+    if isinstance(value, (np.integer, np.bool_)):
+        value = value.item()
+    text = str(value).strip()
+    return None if text.lower() in _MISSING_TEXT else text
 
 
 @dataclass
@@ -103,7 +123,11 @@ class JobContext:
 
     def categories(self, item: int) -> list[str]:
         cats = self.dataset.items["categories"].iloc[item]
-        return [str(c) for c in cats] if cats is not None else []
+        if isinstance(cats, str):  # a row added without a list (e.g. "" from a catalogue upsert)
+            return [cats] if cats.strip() else []
+        if not isinstance(cats, (list, tuple, np.ndarray)):  # None or NaN
+            return []
+        return [str(c) for c in cats if attribute_text(c) is not None]
 
     def description(self, item: int) -> str:
         value = self.dataset.items["description"].iloc[item]
@@ -133,11 +157,13 @@ class JobContext:
                 out[col] = value.strip()
         return out
 
-    def user_attributes(self, user: int) -> dict[str, object]:
+    def user_attributes(self, user: int) -> dict[str, str]:
+        """The user's attributes as text (see :func:`attribute_text`); missing ones are left out."""
         if self.dataset.users is None:
             return {}
         row = self.dataset.users.iloc[user]
-        return {str(k): v for k, v in row.items() if v is not None and str(v) != "" and str(v) != "nan"}
+        texts = {str(k): attribute_text(v) for k, v in row.items()}
+        return {k: v for k, v in texts.items() if v is not None}
 
 
 def _movielens_ratings(dataset: InteractionDataset, train: sp.csr_matrix, root: Path) -> sp.csr_matrix | None:

@@ -23,6 +23,7 @@ Only training interactions are used (see :mod:`offline_jobs.context`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from offline_jobs.context import JobContext
+from offline_jobs.context import JobContext, attribute_text
+from offline_jobs.failures import EntityFailure
+
+log = logging.getLogger(__name__)
 
 EXTRACTIVE_MODEL = "extractive"
 EXTRACTIVE_PROMPT_VERSION = "extractive-v1"
@@ -200,13 +204,13 @@ class ExtractiveProfiler:
     def _who(self, user: int) -> str:
         attrs = self.ctx.user_attributes(user)
         age = attrs.get("age")
-        gender = _GENDER.get(str(attrs.get("gender", "")))
+        gender = _GENDER.get(attrs.get("gender", ""))
         occupation = attrs.get("occupation")
         if age is not None or gender or occupation:
             person = gender[0] if gender else "person"
-            parts = [f"a {int(str(age))}-year-old {person}" if age is not None else f"a {person}"]
-            if occupation and str(occupation) not in ("none", "other"):
-                parts.append(f"working as {'an' if str(occupation)[0] in 'aeiou' else 'a'} {occupation}")
+            parts = [f"a {age}-year-old {person}" if age is not None else f"a {person}"]
+            if occupation and occupation not in ("none", "other"):
+                parts.append(f"working as {_article(occupation)}")
             elif occupation == "other":
                 parts.append("with an unlisted occupation")
             return " ".join(parts)
@@ -244,8 +248,9 @@ class ExtractiveProfiler:
             text += f" Most were released in the {decades[0][0]}."
         if fav:
             text += f" {'Favourites' if self._has_ratings else 'Examples'}: {'; '.join(fav)}."
-        if self._has_ratings and n:
-            mean = float(ratings.mean())
+        known = ratings[ratings > 0]  # 0: no rating (e.g. an interaction logged by the service)
+        if self._has_ratings and len(known):
+            mean = float(known.mean())
             tone = "generous" if mean >= 4.0 else "critical" if mean < 3.3 else "balanced"
             text += f" A {tone} rater (average {mean:.1f} of 5)."
         facets.append(("overview", text))
@@ -379,7 +384,8 @@ class ExtractiveProfiler:
 
     @cached_property
     def _attr_arrays(self) -> list[tuple[str, np.ndarray, list[str] | None]]:
-        """Per attribute column: (name, values or category codes, category names or None if numeric)."""
+        """Per attribute column: (name, values or category codes, category names or None if numeric).
+        Missing values are NaN (numeric) or code -1 (categorical)."""
         users = self.ctx.dataset.users
         out: list[tuple[str, np.ndarray, list[str] | None]] = []
         if users is None:
@@ -387,12 +393,13 @@ class ExtractiveProfiler:
         for col in self._attr_columns:
             series = users[col]
             if series.dtype.kind in "iuf":
-                out.append((col, series.to_numpy(dtype=np.float64), None))
+                out.append((col, series.to_numpy(dtype=np.float64, na_value=np.nan), None))
             else:
-                values = series.astype(str).to_numpy()
-                cats = sorted(set(values.tolist()))
+                values = [attribute_text(v) for v in series.tolist()]
+                cats = sorted({v for v in values if v is not None})
                 index = {c: j for j, c in enumerate(cats)}
-                out.append((col, np.array([index[v] for v in values], dtype=np.int64), cats))
+                codes = np.array([-1 if v is None else index[v] for v in values], dtype=np.int64)
+                out.append((col, codes, cats))
         return out
 
     def _audience_text(self, users: np.ndarray, subject: str) -> str:
@@ -402,6 +409,9 @@ class ExtractiveProfiler:
         parts: list[str] = []
         for col, values, cats in self._attr_arrays:
             sub = values[users]
+            sub = sub[~np.isnan(sub)] if cats is None else sub[sub >= 0]  # users without the attribute
+            if not len(sub):
+                continue
             if cats is None:
                 q1, med, q3 = np.percentile(sub, [25, 50, 75])
                 parts.append(f"{col} mostly {q1:.0f}-{q3:.0f} (median {med:.0f})")
@@ -414,6 +424,8 @@ class ExtractiveProfiler:
             else:
                 top = _join([f"{cats[j]} ({_pct(float(counts[j]))})" for j in order[:3]])
                 parts.append(f"common {col}s: {top}")
+        if not parts:
+            return ""
         return f"{d.audience.capitalize()} of {subject}: " + "; ".join(parts) + "."
 
     def item_facets(self, item: int, k: int) -> list[tuple[str, str]]:
@@ -551,8 +563,12 @@ def build_extractive_rows(
     users: Sequence[int] | None = None,
     items: Sequence[int] | None = None,
     progress: Callable[[int], object] | None = None,
+    failures: list[EntityFailure] | None = None,
 ) -> list[dict[str, Any]]:
-    """Profile-store rows (see :mod:`rec_contract.profile_store`) for the selected users and items."""
+    """Profile-store rows (see :mod:`rec_contract.profile_store`) for the selected users and items.
+
+    With a ``failures`` list, an entity whose facets raise is recorded there and left out; without,
+    the exception propagates."""
     profiler = ExtractiveProfiler(ctx)
     created = now_iso()
     user_sel = range(ctx.dataset.n_users) if users is None else users
@@ -563,7 +579,16 @@ def build_extractive_rows(
         ("item", item_sel, ctx.dataset.item_ids),
     ):
         for index in selection:
-            for slot, (facet, text) in enumerate(profiler.facets(entity_type, int(index), k)):
+            try:
+                facets = profiler.facets(entity_type, int(index), k)
+            except Exception as exc:
+                if failures is None:
+                    raise
+                failure = EntityFailure.from_exception(entity_type, str(ids[index]), "extractive", exc)
+                failures.append(failure)
+                log.error("profile failed: %s", failure.message(), exc_info=exc)
+                facets = []
+            for slot, (facet, text) in enumerate(facets):
                 rows.append(
                     {
                         "entity_type": entity_type,

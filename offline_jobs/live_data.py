@@ -41,6 +41,35 @@ class LiveChanges:
         self.counts[key] = self.counts.get(key, 0) + n
 
 
+def _has_id(event: dict[str, Any], key: str) -> bool:
+    value = event.get(key)
+    return isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip() != ""
+
+
+def feedback_problem(event: dict[str, Any]) -> str | None:
+    """Why a feedback event cannot be used (a record the service would not have written), or None."""
+    for key in ("user_id", "item_id"):
+        if not _has_id(event, key):
+            return f"no usable {key} ({event.get(key)!r})"
+    if event.get("type") == RATING_TYPE and event.get("value") is not None:
+        try:
+            float(event["value"])
+        except (TypeError, ValueError):
+            return f"rating value {event['value']!r} is not a number"
+    return None
+
+
+def catalog_problem(event: dict[str, Any]) -> str | None:
+    """Why a catalogue event cannot be used, or None (events of other types are ignored, not bad)."""
+    if event.get("type") != "item_upsert":
+        return None
+    if not _has_id(event, "item_id"):
+        return f"no usable item_id ({event.get('item_id')!r})"
+    if not isinstance(event.get("categories") or [], list):
+        return f"categories {event.get('categories')!r} is not a list"
+    return None
+
+
 def is_positive(event: dict[str, Any], min_rating: float = 3.5) -> bool:
     kind = str(event.get("type", ""))
     if kind in NEGATIVE_TYPES:
@@ -68,14 +97,18 @@ def changes_of(
     items added or edited through the API)."""
     changes = LiveChanges()
     for event in feedback:
-        if is_positive(event, min_rating):
+        if feedback_problem(event):
+            changes.count("invalid_feedback")
+        elif is_positive(event, min_rating):
             changes.users.add(str(event["user_id"]))
             changes.items.add(str(event["item_id"]))
             changes.count("positive_feedback")
         else:
             changes.count("non_positive_feedback")
     for event in catalog:
-        if event.get("type") == "item_upsert":
+        if catalog_problem(event):
+            changes.count("invalid_catalog")
+        elif event.get("type") == "item_upsert":
             changes.items.add(str(event["item_id"]))
             changes.new_items.add(str(event["item_id"]))
             changes.count("item_upserts")
@@ -88,8 +121,12 @@ def apply_logs(
     catalog: Iterable[dict[str, Any]],
     min_rating: float = 3.5,
 ) -> tuple[InteractionDataset, dict[str, int]]:
-    """A new dataset: ``base`` plus catalogue upserts and positive feedback. Returns it with counts."""
-    counts: dict[str, int] = {"items_added": 0, "items_updated": 0, "interactions_added": 0, "skipped": 0}
+    """A new dataset: ``base`` plus catalogue upserts and positive feedback. Returns it with counts.
+    Events that cannot be used (:func:`feedback_problem`, :func:`catalog_problem`) are counted as
+    ``invalid`` and skipped."""
+    counts: dict[str, int] = {
+        "items_added": 0, "items_updated": 0, "interactions_added": 0, "skipped": 0, "invalid": 0
+    }  # fmt: skip
     item_ids = [str(i) for i in base.item_ids]
     item_index = {raw: idx for idx, raw in enumerate(item_ids)}
     items = base.items.copy()
@@ -97,11 +134,14 @@ def apply_logs(
     for event in catalog:
         if event.get("type") != "item_upsert":
             continue
+        if catalog_problem(event):
+            counts["invalid"] += 1
+            continue
         raw = str(event["item_id"])
         fields: dict[str, Any] = {
-            "title": str(event.get("title", raw)),
-            "categories": [str(c) for c in event.get("categories", [])],
-            "description": str(event.get("text", "")),
+            "title": str(event.get("title") or raw),
+            "categories": [str(c) for c in event.get("categories") or []],
+            "description": str(event.get("text") or ""),
         }
         if raw in item_index:
             idx = item_index[raw]
@@ -127,6 +167,9 @@ def apply_logs(
     user_index = {raw: idx for idx, raw in enumerate(user_ids)}
     users, itms, stamps = [], [], []
     for event in feedback:
+        if feedback_problem(event):
+            counts["invalid"] += 1
+            continue
         if not is_positive(event, min_rating):
             continue
         raw_item = str(event["item_id"])

@@ -6,6 +6,7 @@
     profilerec-pipeline retrain [--tolerance 0.005]           # all data -> candidate -> gate -> live
     profilerec-pipeline rollback                              # the previous bundle is live again
     profilerec-pipeline status                                # live/previous bundles and their metrics
+                                                              # (exit 2 when `current` is missing or broken)
 
 Every step skips what is already done, so a re-run resumes (and ``docker compose up`` can run the
 bootstrap every time). Qdrant: ``--qdrant-url`` / ``PROFILEREC_QDRANT_URL`` for a server, else the
@@ -220,7 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="a trained run -> a bundle (not live)")
     exp.add_argument("run_dir")
     exp.add_argument("--version")
-    exp.add_argument("--seen", choices=["train", "all"], default="train")
+    exp.add_argument(
+        "--seen",
+        choices=["train", "all"],
+        default="all",
+        help="what the service never recommends again: every interaction (default) or the training split",
+    )
 
     pub = sub.add_parser("publish", help="create a bundle's collections and make it live")
     pub.add_argument("bundle_dir")
@@ -288,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = rollback(args.bundles_root, client)
         else:
             result = _status(args)
+            if not isinstance(result["current"], dict):  # no live bundle: say so, and fail
+                print(json.dumps(result, indent=2, default=str))
+                print(f"error: no live bundle: current is {result['current']}", file=sys.stderr)
+                return 2
     except PromotionRefusedError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 3

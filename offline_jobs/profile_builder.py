@@ -33,6 +33,11 @@ class BuildOptions:
     embed_batch_size: int = 64
     neighbour_embeddings: str | Path | None = None
     prompt_file: str | Path | None = None
+    # the generation cache (default: in ``out``); one shared cache answers every prompt it has seen
+    cache_path: str | Path | None = None
+    # record an entity whose profile fails in the report's "failed" list and go on (the refresh)
+    isolate_failures: bool = False
+    inputs: str = ""  # digest of inputs the dataset fingerprint leaves out (see GenerationConfig)
     # tqdm bars on stderr (entities, then profiles embedded); off when stderr is not a terminal (cron, CI)
     show_progress: bool = field(default_factory=lambda: sys.stderr.isatty())  # noqa: PLW0108 (stderr now, not at import)
 
@@ -56,20 +61,26 @@ def build_profiles(
     embedder = get_embedder(settings.embed_backend, options.embed_batch_size, settings)
     if options.strategy == "extractive":
         from offline_jobs.extractive import build_extractive_rows
+        from offline_jobs.failures import EntityFailure
         from rec_contract.profile_store import write_profile_vectors, write_profiles
 
         started = time.perf_counter()
+        failures: list[EntityFailure] | None = [] if options.isolate_failures else None
         with _bar(options, len(users) + len(items), "extractive profiles", "entity") as bar:
-            rows = build_extractive_rows(ctx, options.k, options.version, users, items, progress=bar.update)
-        write_profiles(out, rows)
-        with _bar(options, len(rows), "embedding", "profile") as bar:
-            entries = embed_profile_rows(rows, embedder, options.embed_batch_size, progress=bar.update)
-        write_profile_vectors(out, entries, embedder.model_id, options.version)
+            rows = build_extractive_rows(
+                ctx, options.k, options.version, users, items, progress=bar.update, failures=failures
+            )
+        if rows:
+            write_profiles(out, rows)
+            with _bar(options, len(rows), "embedding", "profile") as bar:
+                entries = embed_profile_rows(rows, embedder, options.embed_batch_size, progress=bar.update)
+            write_profile_vectors(out, entries, embedder.model_id, options.version)
         return {
             "strategy": "extractive",
             "users": len(users),
             "items": len(items),
             "profiles_written": len(rows),
+            "failed": [f.as_dict() for f in failures or []],
             "stats": {"generated": 0, "wall_seconds": round(time.perf_counter() - started, 2)},
         }
 
@@ -85,6 +96,7 @@ def build_profiles(
         max_retries=options.max_retries,
         sim_threshold=options.sim_threshold,
         sim_retries=options.sim_retries,
+        inputs=options.inputs,
     )
     max_active = settings.active_entities(options.max_active)
     backend = create_backend(settings)
@@ -98,6 +110,8 @@ def build_profiles(
         neighbour_embeddings=options.neighbour_embeddings,
         prompt_file=options.prompt_file,
         progress=progress,
+        cache_path=options.cache_path,
+        isolate_failures=options.isolate_failures,
     )
     try:
         with _bar(options, len(users) + len(items), f"{options.strategy} profiles", "entity") as bar:

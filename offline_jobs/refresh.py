@@ -8,16 +8,23 @@ One run:
    through the API; nothing new means a no-op;
 4. rebuilds their profiles with the same strategies and validation as the generation job, on the live
    data (the live bundle's dataset plus every logged event so far), re-embeds them and merges them into
-   the live profile store;
+   the live profile store; an entity whose profile fails, and a log record that cannot be used, is
+   quarantined (a line in ``<work>/refresh/dead_letter.jsonl`` with the stage, the reason and where it
+   failed; the traceback in the log and the run report) and the others go on;
 5. writes them to the live Qdrant profiles collection, re-encodes changed catalogue items through the
    item tower, and deletes exactly their Redis cache keys (in-process with the service's own code when
    it can open Qdrant, else through the running service's admin API, which owns the embedded storage);
-6. only then moves the watermarks, and writes a run report and a Prometheus textfile.
+6. only then moves the watermarks, and writes a run report (``last_report.json``: what was done,
+   including what was quarantined) and a Prometheus textfile.
 
-Its cost grows with the number of changed entities, not with the catalogue. It is idempotent (a
-second run finds nothing new) and crash-safe: a run killed anywhere before step 6 leaves the
-watermarks where they were, so the next run redoes the same entities, answering the LLM calls from
-the generation cache, and every write is an upsert or a delete.
+Its cost grows with the number of changed entities, not with the catalogue (the embedded model's
+decode batch, whose KV cache is allocated up front, is sized for them). It is idempotent (a second run
+finds nothing new) and crash-safe: a run killed anywhere before step 6 leaves the watermarks where
+they were, so the next run redoes the same entities, and every write is an upsert or a delete. The
+generation cache (``<work>/refresh/cache``) is shared by every run and keyed by what is generated (the
+model, the prompt built from the entity's inputs, the sampling parameters), so a rerun answers every
+prompt it has seen from it, even when new events arrived in between; each run writes its profiles
+into a folder of its own under ``<work>/refresh/runs`` (the last few are kept).
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,17 +49,22 @@ import httpx
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from offline_jobs.live_data import apply_logs, changes_of
+from offline_jobs.cache import CACHE_FILE
+from offline_jobs.failures import EntityFailure, exception_site
+from offline_jobs.live_data import apply_logs, catalog_problem, changes_of, feedback_problem
 from rec_contract.atomic import atomic_write_text
 from rec_contract.bundle import BundleManifest, read_manifest, resolve_pointer
-from rec_contract.event_log import LogChunk, read_events
+from rec_contract.event_log import LogChunk, append_events, read_events
 from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
-from rec_contract.profile_store import merge_into_store, read_profiles, read_store_vectors
+from rec_contract.profile_store import PROFILES_FILE, merge_into_store, read_profiles, read_store_vectors
 
 log = logging.getLogger(__name__)
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
 CRASH_ENV = "PROFILEREC_REFRESH_CRASH_AFTER"  # fault injection for the crash-recovery tests
+DEAD_LETTER_FILE = "dead_letter.jsonl"
+RUNS_KEPT = 3  # run folders kept under <state dir>/runs (the newest)
+CACHE_MAX_AGE_S = 30 * 86400  # generations older than this are dropped from the shared cache
 
 
 class RefreshSettings(BaseSettings):
@@ -88,6 +102,10 @@ class RefreshLockedError(RuntimeError):
     """Another refresh run holds the lock."""
 
 
+class RefreshFailedError(RuntimeError):
+    """A run failed as a whole (the watermarks did not move); the message names the stage and where."""
+
+
 @dataclass
 class RefreshState:
     feedback_offset: int = 0
@@ -97,6 +115,7 @@ class RefreshState:
     runs: int = 0
     entities_total: int = 0
     failures_total: int = 0
+    quarantined_total: int = 0
 
     @classmethod
     def load(cls, path: Path) -> RefreshState:
@@ -110,20 +129,28 @@ class RefreshState:
 
 @dataclass
 class RefreshReport:
-    status: str = "running"  # noop | refreshed | failed
+    """What one run did (not what it planned): ``users``/``items`` were refreshed in the store and the
+    online stores; ``quarantined`` were set aside (also in the dead-letter file)."""
+
+    status: str = "running"  # noop | refreshed | partial (something quarantined) | failed
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     seconds: float = 0.0
     feedback_events: int = 0
     catalog_events: int = 0
     malformed_lines: int = 0
+    changed: dict[str, int] = field(default_factory=dict)  # users and items the new events concern
     users: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    run_folder: str = ""
     generation: dict[str, Any] = field(default_factory=dict)
     store: dict[str, int] = field(default_factory=dict)
     writes: dict[str, Any] = field(default_factory=dict)
     live_data: dict[str, int] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    failed_stage: str | None = None
+    traceback: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
 
 
@@ -144,12 +171,16 @@ def refresh_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _timed(durations: dict[str, float], name: str) -> Iterator[None]:
+def _stage(report: RefreshReport, name: str) -> Iterator[None]:
+    """Time a stage of the run; an exception out of it names it as the failed stage."""
     started = time.perf_counter()
     try:
         yield
+    except BaseException:
+        report.failed_stage = report.failed_stage or name
+        raise
     finally:
-        durations[name] = round(time.perf_counter() - started, 3)
+        report.durations[name] = round(time.perf_counter() - started, 3)
 
 
 def _read_all(path: Path, end: int) -> LogChunk:
@@ -228,6 +259,7 @@ async def _write_in_process(settings: RefreshSettings, bodies: list[dict[str, An
 
     rt = build_runtime(
         ServiceSettings(
+            work_dir=settings.work_dir,
             bundles_root=settings.bundles_root,
             qdrant_url=settings.qdrant_url,
             qdrant_path=settings.qdrant_path,
@@ -323,7 +355,8 @@ def _split_seed(manifest: BundleManifest) -> int:
 
 
 def write_metrics(path: Path, state: RefreshState, report: RefreshReport) -> None:
-    """The textfile a Prometheus textfile collector scrapes (``profilerec_refresh_*``)."""
+    """The textfile a Prometheus textfile collector scrapes (``profilerec_refresh_*``): what the last
+    run did (entities refreshed, entities and records quarantined) and the running totals."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
 
     registry = CollectorRegistry()
@@ -337,23 +370,26 @@ def write_metrics(path: Path, state: RefreshState, report: RefreshReport) -> Non
     Gauge("profilerec_refresh_duration_seconds", "Wall time of the last refresh run", registry=registry).set(
         report.seconds
     )
-    entities = Counter(
-        "profilerec_refresh_entities", "Users and items whose profiles were refreshed", registry=registry
+    totals = (
+        ("entities", "Users and items whose profiles were refreshed", state.entities_total),
+        ("failures", "Refresh runs that failed", state.failures_total),
+        ("quarantined", "Entities and log records quarantined (dead-letter file)", state.quarantined_total),
     )
-    entities.inc(state.entities_total)
-    failures = Counter("profilerec_refresh_failures", "Refresh runs that failed", registry=registry)
-    failures.inc(state.failures_total)
-    Gauge(
-        "profilerec_refresh_last_run_entities", "Entities refreshed by the last run", registry=registry
-    ).set(len(report.users) + len(report.items))
+    for name, help_text, value in totals:
+        Counter(f"profilerec_refresh_{name}", help_text, registry=registry).inc(value)
+    last_run = (
+        ("entities", "Entities the last run refreshed", len(report.users) + len(report.items)),
+        ("quarantined", "Entities and log records the last run quarantined", len(report.quarantined)),
+        ("failed", "1 if the last run failed (the watermarks did not move)", int(report.status == "failed")),
+    )
+    for name, help_text, value in last_run:
+        Gauge(f"profilerec_refresh_last_run_{name}", help_text, registry=registry).set(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
 
 
 def run_refresh(settings: RefreshSettings | None = None) -> RefreshReport:
     """One refresh run (see the module docstring). Raises :class:`RefreshLockedError` if one is running."""
-    from offline_jobs.profile_builder import BuildOptions, build_profiles
-
     settings = settings or RefreshSettings()
     state_path = settings.state_dir / "state.json"
     started = time.perf_counter()
@@ -361,26 +397,37 @@ def run_refresh(settings: RefreshSettings | None = None) -> RefreshReport:
         state = RefreshState.load(state_path)
         report = RefreshReport()
         try:
-            with _timed(report.durations, "read_logs"):
+            with _stage(report, "read_logs"):
                 feedback = read_events(settings.feedback_log, state.feedback_offset)
                 catalog = read_events(settings.catalog_log, state.catalog_offset)
             report.feedback_events, report.catalog_events = len(feedback.events), len(catalog.events)
             report.malformed_lines = feedback.malformed + catalog.malformed
             report.watermarks = {"feedback": feedback.end_offset, "catalog": catalog.end_offset}
+            _quarantine(settings, report, _bad_records(settings, feedback, catalog))
             changes = changes_of(feedback.events, catalog.events, settings.refresh_min_rating)
+            report.changed = {"users": len(changes.users), "items": len(changes.items)}
             if changes.users or changes.items:
-                _refresh_entities(
-                    settings, state, report, feedback, catalog, changes, build_profiles, BuildOptions
-                )
-            report.status = "refreshed" if (changes.users or changes.items) else "noop"
+                _refresh_entities(settings, report, feedback, catalog, changes)
+            report.status = (
+                "partial" if report.quarantined else "refreshed" if report.users or report.items else "noop"
+            )
+            _write_dead_letter(settings, report)  # with the watermarks: a rerun does not repeat them
             state.feedback_offset, state.catalog_offset = feedback.end_offset, catalog.end_offset
             state.last_success_at = datetime.now(UTC).isoformat(timespec="seconds")
             state.entities_total += len(report.users) + len(report.items)
+            state.quarantined_total += len(report.quarantined)
         except Exception as exc:
             report.status = "failed"
             report.error = f"{type(exc).__name__}: {exc}"
+            report.failed_stage = report.failed_stage or "refresh"
+            report.traceback = traceback.format_exc()
             state.failures_total += 1
-            raise
+            failure = RefreshFailedError(
+                f"refresh failed at stage {report.failed_stage} ({exception_site(exc)}): {report.error} "
+                f"(report: {settings.state_dir / 'last_report.json'})"
+            )
+            log.error("%s", failure, exc_info=exc)
+            raise failure from exc
         finally:
             state.runs += 1
             state.last_run_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -390,28 +437,29 @@ def run_refresh(settings: RefreshSettings | None = None) -> RefreshReport:
                 settings.state_dir / "last_report.json", json.dumps(asdict(report), indent=2, default=str)
             )
             write_metrics(settings.work_dir / "metrics" / "refresh.prom", state, report)
-            log.info("refresh %s", report.status, extra={"report": asdict(report)})
+            summary = {k: v for k, v in asdict(report).items() if k != "traceback"}
+            log.info("refresh %s", report.status, extra={"report": summary})
     return report
 
 
 def _refresh_entities(
     settings: RefreshSettings,
-    state: RefreshState,
     report: RefreshReport,
     feedback: LogChunk,
     catalog: LogChunk,
     changes: Any,
-    build_profiles: Any,
-    build_options: Any,
 ) -> None:
-    bundle_dir = resolve_pointer(settings.bundles_root)
-    manifest = read_manifest(bundle_dir)
-    store = settings.profile_store or (
-        Path(manifest.profiles.store_path) if manifest.profiles.store_path else None
-    )
-    if store is None or not store.exists():
-        raise RuntimeError(f"the live bundle {manifest.bundle_version} names no profile store to refresh")
-    with _timed(report.durations, "live_data"):
+    from offline_jobs.profile_builder import BuildOptions, build_profiles
+
+    with _stage(report, "bundle"):
+        bundle_dir = resolve_pointer(settings.bundles_root)
+        manifest = read_manifest(bundle_dir)
+        store = settings.profile_store or (
+            Path(manifest.profiles.store_path) if manifest.profiles.store_path else None
+        )
+        if store is None or not store.exists():
+            raise RuntimeError(f"the live bundle {manifest.bundle_version} names no profile store to refresh")
+    with _stage(report, "live_data"):
         ctx, counts = _live_context(
             manifest,
             settings,
@@ -422,29 +470,144 @@ def _refresh_entities(
     user_index, item_index = ctx.dataset.user_index(), ctx.dataset.item_index()
     users = sorted(user_index[u] for u in changes.users if u in user_index)
     items = sorted(item_index[i] for i in changes.items if i in item_index)
-    report.users = [str(ctx.dataset.user_ids[u]) for u in users]
-    report.items = [str(ctx.dataset.item_ids[i]) for i in items]
-    work = (
-        settings.state_dir
-        / "runs"
-        / f"f{feedback.start_offset}-{feedback.end_offset}_c{catalog.start_offset}-{catalog.end_offset}"
+    work = _new_run_folder(settings.state_dir)
+    report.run_folder = str(work)
+    options = BuildOptions(
+        strategy=settings.refresh_strategy,
+        k=manifest.profiles.k,
+        version=manifest.profiles.store_version,
+        cache_path=_shared_cache(settings.state_dir),
+        isolate_failures=True,
+        inputs=_inputs_digest(ctx.dataset),
     )
-    options = build_options(
-        strategy=settings.refresh_strategy, k=manifest.profiles.k, version=manifest.profiles.store_version
-    )
-    with _timed(report.durations, "generate"):
-        report.generation = build_profiles(ctx, users, items, work, options)
-    with _timed(report.durations, "merge_store"):
+    with _stage(report, "generate"):
+        report.generation = build_profiles(
+            ctx, users, items, work, options, _job_settings(len(users) + len(items), manifest.profiles.k)
+        )
+    failed = [EntityFailure.from_dict(f) for f in report.generation.pop("failed", [])]
+    _quarantine(settings, report, [(f, None) for f in failed])
+    _crash_point("generate")
+    done = _entities_in(work)
+    if not (done["user"] or done["item"]):
+        return
+    with _stage(report, "merge_store"):
         report.store = merge_into_store(store, work)
     bodies = _upsert_requests(
-        store,
-        {"user": report.users, "item": report.items},
-        manifest.profiles.store_version,
-        settings.refresh_batch,
-    )
-    with _timed(report.durations, "write_online"):
+        work, done, manifest.profiles.store_version, settings.refresh_batch
+    )  # from the run folder: only the refreshed entities are read
+    with _stage(report, "write_online"):
         report.writes = write_online(settings, bodies)
+    report.users, report.items = done["user"], done["item"]
     _crash_point("upsert")
+
+
+# ---------------------------------------------------------------------- the run's helpers
+def _job_settings(n_entities: int, k: int) -> Any:
+    """The generation settings with the embedded model's decode batch no larger than ``n_entities``
+    can use: its KV cache is allocated for the whole batch up front (the default 64 sequences hold
+    4.2 GB in bfloat16, twice that in float32), which made a one-entity refresh peak at 8 GB."""
+    from offline_jobs.settings import JobSettings
+
+    settings = JobSettings()
+    needed = max(1, n_entities * k)
+    if settings.llama_batch_seqs > needed:
+        settings = settings.model_copy(update={"llama_batch_seqs": needed})
+    return settings
+
+
+def _shared_cache(state_dir: Path) -> Path:
+    """The generation cache every run shares (keyed by model, prompt and sampling, not by run)."""
+    from offline_jobs.cache import JobCache
+
+    path = state_dir / "cache" / CACHE_FILE
+    cache = JobCache(path, run_id="prune")
+    try:
+        cache.prune(CACHE_MAX_AGE_S)
+    finally:
+        cache.close()
+    return path
+
+
+def _new_run_folder(state_dir: Path) -> Path:
+    """A new folder for this run's profiles; older run folders beyond the newest few are removed."""
+    runs = state_dir / "runs"
+    old = (
+        sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        if runs.is_dir()
+        else []
+    )
+    for stale in old[: max(0, len(old) - (RUNS_KEPT - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = runs / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _inputs_digest(dataset: Any) -> str:
+    """A digest of the live item text and user attributes. The dataset fingerprint in the generation
+    config covers the interactions only, so without it an item whose text was edited again with no new
+    interaction would reuse the profiles the cache finished for its previous text."""
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    for table in (dataset.items, dataset.users):
+        if table is not None:
+            digest.update(pd.util.hash_pandas_object(table.astype(str), index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _entities_in(folder: Path) -> dict[str, list[str]]:
+    """The users and items a run folder has profiles for (the ones generated successfully)."""
+    done: dict[str, list[str]] = {"user": [], "item": []}
+    if (folder / PROFILES_FILE).exists():
+        keys = sorted({(str(r["entity_type"]), str(r["entity_id"])) for r in read_profiles(folder)})
+        for entity_type, entity_id in keys:
+            done[entity_type].append(entity_id)
+    return done
+
+
+def _bad_records(
+    settings: RefreshSettings, feedback: LogChunk, catalog: LogChunk
+) -> list[tuple[EntityFailure, dict[str, Any]]]:
+    """The new log events that cannot be used (they are skipped by the live data too)."""
+    bad = []
+    for kind, path, chunk, problem_of in (
+        ("feedback_event", settings.feedback_log, feedback, feedback_problem),
+        ("catalog_event", settings.catalog_log, catalog, catalog_problem),
+    ):
+        for event in chunk.events:
+            reason = problem_of(event)
+            if reason:
+                entity_id = str(event.get("item_id" if kind == "catalog_event" else "user_id") or "")
+                bad.append((EntityFailure.rejected(kind, entity_id, "read_logs", reason, str(path)), event))
+    return bad
+
+
+def _quarantine(
+    settings: RefreshSettings,
+    report: RefreshReport,
+    entries: Sequence[tuple[EntityFailure, dict[str, Any] | None]],
+) -> None:
+    """Set failed entities and bad log records (``record``) aside, in the run report."""
+    for failure, record in entries:
+        entry: dict[str, Any] = failure.as_dict()
+        if record is not None:
+            entry["record"] = record
+        report.quarantined.append(entry)
+        log.warning(
+            "quarantined %s (dead letter: %s)", failure.message(), settings.state_dir / DEAD_LETTER_FILE
+        )
+
+
+def _write_dead_letter(settings: RefreshSettings, report: RefreshReport) -> None:
+    """One line per quarantined entity or record in ``<state dir>/dead_letter.jsonl``: ``at``, the
+    run, ``entity_type``, ``entity_id``, ``stage``, ``reason``, ``where``, ``traceback`` (``record``:
+    the log event itself)."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    lines = [{"at": at, "run_started_at": report.started_at, **entry} for entry in report.quarantined]
+    append_events(settings.state_dir / DEAD_LETTER_FILE, lines)
 
 
 def cmd_refresh(args: Any) -> int:
@@ -458,16 +621,19 @@ def cmd_refresh(args: Any) -> int:
     except RefreshLockedError as exc:
         print(f"refresh skipped: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    print(
-        json.dumps(
-            {
-                "status": report.status,
-                "users": len(report.users),
-                "items": len(report.items),
-                "seconds": report.seconds,
-            }
-        )
-    )
+    except RefreshFailedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary: dict[str, Any] = {
+        "status": report.status,
+        "users": len(report.users),
+        "items": len(report.items),
+        "quarantined": len(report.quarantined),
+        "seconds": report.seconds,
+    }
+    if report.quarantined:
+        summary["dead_letter"] = str(settings.state_dir / DEAD_LETTER_FILE)
+    print(json.dumps(summary))
     return 0
 
 

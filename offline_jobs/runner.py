@@ -32,6 +32,7 @@ from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.context import JobContext
 from offline_jobs.embedding import Embedder
 from offline_jobs.entity_text import EntityText, Neighbours
+from offline_jobs.failures import EntityFailure
 from offline_jobs.llm import ChatRequest, GenerationResult, LLMBackend, StreamingBackend
 from offline_jobs.prompts import load_prompts
 from offline_jobs.strategies import STRATEGY_FUNCS, Coroutine, Embed, GenerationConfig, StrategyContext
@@ -46,6 +47,7 @@ class RunStats:
     started: float = field(default_factory=time.perf_counter)
     entities_done: int = 0
     entities_skipped: int = 0
+    entities_failed: int = 0
     profiles: int = 0
     fallbacks: int = 0
     requests: int = 0
@@ -117,8 +119,8 @@ class _Flow(_Active):
 _EMBED_BATCH = 32  # texts gathered before an embedding call in the streaming phase
 
 _SUMMED = (
-    "profiles", "fallbacks", "requests", "generated", "cache_hits", "backend_calls", "completion_tokens",
-    "prompt_tokens", "embedded_texts", "rounds", "sim_regenerations",
+    "entities_failed", "profiles", "fallbacks", "requests", "generated", "cache_hits", "backend_calls",
+    "completion_tokens", "prompt_tokens", "embedded_texts", "rounds", "sim_regenerations",
 )  # fmt: skip
 
 
@@ -151,8 +153,15 @@ class ProfileJob:
         workers: int = 1,
         worker_spec: WorkerSpec | None = None,
         run_id: str | None = None,
+        cache_path: str | Path | None = None,
+        isolate_failures: bool = False,
     ) -> None:
-        """``backend`` may be None with ``workers > 1``: workers load their own (``model_id`` names it)."""
+        """``backend`` may be None with ``workers > 1``: workers load their own (``model_id`` names it).
+
+        ``cache_path``: the job cache (default ``<out>/job_cache.sqlite``); a cache shared by several
+        outputs answers every generation whose prompt it has seen. ``isolate_failures``: an entity
+        whose profile building raises is recorded in :attr:`failures` (and the report) and the others
+        go on; otherwise the exception stops the job."""
         if backend is None and (workers < 2 or worker_spec is None or model_id is None):
             raise ValueError("without a backend, give workers > 1, a worker_spec and the model_id")
         self.ctx = ctx
@@ -178,7 +187,9 @@ class ProfileJob:
         self.embedder = _CachingEmbedder(embedder, self.stats)
         self.embedding_model = embedder.model_id
         self.max_active = max(1, max_active)
-        self.cache = JobCache(self.out / CACHE_FILE, run_id)
+        self.cache = JobCache(cache_path or self.out / CACHE_FILE, run_id)
+        self.isolate_failures = isolate_failures
+        self.failures: list[EntityFailure] = []
         texts = EntityText(ctx)
         neighbours = Neighbours(ctx, neighbour_embeddings) if cfg.strategy == "reclm" else None
         self.sc = StrategyContext(self.cfg, self.prompts, texts, neighbours)
@@ -234,8 +245,9 @@ class ProfileJob:
             while len(active) < self.max_active and position < len(queue):
                 index = queue[position]
                 position += 1
-                gen = func(self.sc, entity_type, index)
-                active.append(_Active(entity_type, index, gen, next(gen)))
+                started = _Active(entity_type, index, func(self.sc, entity_type, index), None)
+                if self._advance(started, None):
+                    active.append(started)
             if not active:
                 break
             self.stats.rounds += 1
@@ -261,11 +273,8 @@ class ProfileJob:
                     n = len(a.step)
                     value = chat_results[c_pos : c_pos + n]
                     c_pos += n
-                try:
-                    a.step = a.gen.send(value)
+                if self._advance(a, value):
                     still.append(a)
-                except StopIteration as stop:
-                    self._finish(a, stop.value)
             active = still
 
     def _run_phase_streaming(
@@ -326,22 +335,17 @@ class ProfileJob:
 
         def advance(flow: _Flow, value: Any) -> None:
             nonlocal n_active
-            try:
-                flow.step = flow.gen.send(value)
-            except StopIteration as stop:
+            if self._advance(flow, value):
+                dispatch(flow)
+            else:
                 n_active -= 1
-                self._finish(flow, stop.value)
-                return
-            dispatch(flow)
 
         self.stats.backend_calls += 1
         while True:
             while n_active < self.max_active and queue:
                 index = queue.popleft()
-                gen = func(self.sc, entity_type, index)
                 n_active += 1
-                flow = _Flow(entity_type, index, gen, next(gen))
-                dispatch(flow)
+                advance(_Flow(entity_type, index, func(self.sc, entity_type, index), None), None)
             if finished:  # generations first: an entity's commit must find its requests cached
                 self.cache.put_many((k, r.as_dict(), res) for k, r, res in finished)
                 finished.clear()
@@ -372,6 +376,32 @@ class ProfileJob:
             backend.step()
             self.stats.generate_seconds += time.perf_counter() - started
             self.stats.rounds += 1
+
+    def _advance(self, a: _Active, value: Any) -> bool:
+        """Send ``value`` to the entity's coroutine (None starts it). True while it has a next step;
+        False once it finished (committed) or, with ``isolate_failures``, failed (recorded)."""
+        stage = "prompt" if a.step is None else "generate"  # building its first prompt, or later steps
+        try:
+            a.step = a.gen.send(value)
+        except StopIteration as stop:
+            self._finish(a, stop.value)
+            return False
+        except Exception as exc:
+            if not self.isolate_failures:
+                raise
+            self._fail(a, f"{self.cfg.strategy}:{stage}", exc)
+            return False
+        return True
+
+    def _fail(self, a: _Active, stage: str, exc: Exception) -> None:
+        ids = self.ctx.dataset.user_ids if a.entity_type == "user" else self.ctx.dataset.item_ids
+        failure = EntityFailure.from_exception(a.entity_type, str(ids[a.index]), stage, exc)
+        self.failures.append(failure)
+        self.stats.entities_failed += 1
+        fields = {k: v for k, v in failure.as_dict().items() if k != "traceback"}  # the traceback: exc_info
+        log.error("profile failed: %s", failure.message(), exc_info=exc, extra={"failure": fields})
+        if self.progress:
+            self.progress(self.stats, 1)
 
     def _finish(self, a: _Active, rows: list[dict[str, Any]]) -> None:
         vectors = rows[0].pop("_vectors", None)
@@ -538,6 +568,7 @@ class ProfileJob:
             "items": len(items),
             "profiles_written": len(rows),
             "entities_missing": missing,
+            "failed": [f.as_dict() for f in self.failures],
             "stats": stats,
         }
         import json

@@ -59,6 +59,7 @@ class GenerationConfig:
     dataset: str = ""
     split: str = ""
     version: str = ""
+    inputs: str = ""  # a digest of further inputs (the refresh: the live item text and user attributes)
 
     @classmethod
     def from_settings(
@@ -81,6 +82,8 @@ class GenerationConfig:
         """Identifies the finished-entity records a resumed run may reuse."""
         data = asdict(self)
         data.pop("version")
+        if not data["inputs"]:
+            data.pop("inputs")  # digests from before the field existed stay valid
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -95,11 +95,23 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
 
 def point_symlink(link: str | Path, target: str | Path) -> None:
-    """Atomically make ``link`` a symlink to ``target`` (relative when both share a parent)."""
+    """Atomically make ``link`` a symlink to ``target``.
+
+    ``target`` is a path as the caller sees it (absolute, or relative to the working directory, like
+    ``link``); the link stores it relative to the link's own folder (just the name when both share a
+    folder), so the pair can be moved together. The new link is checked to resolve to ``target``
+    before it replaces the old one: a pointer that would dangle raises ``OSError`` and is not written.
+    """
     link = Path(link)
-    target = Path(target)
-    rel = os.path.relpath(target, link.parent) if target.is_absolute() else str(target)
-    tmp = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}.lnk"
-    tmp.symlink_to(rel)
-    tmp.replace(link)
-    _fsync_dir(link.parent)
+    wanted = Path(target).resolve()
+    folder = link.parent.resolve()
+    tmp = folder / f".{link.name}.{uuid.uuid4().hex[:8]}.lnk"
+    tmp.symlink_to(os.path.relpath(wanted, folder))
+    try:
+        if tmp.resolve() != wanted or not wanted.exists():
+            raise OSError(f"{link} -> {tmp.readlink()} would not resolve to {wanted}")
+        tmp.replace(link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _fsync_dir(folder)

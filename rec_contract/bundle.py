@@ -167,11 +167,19 @@ def verify_bundle(folder: str | Path, check_hashes: bool = True) -> BundleManife
 
 
 def resolve_pointer(root: str | Path, pointer: str = CURRENT_POINTER) -> Path:
-    """The bundle folder a pointer (``current``/``previous``) refers to."""
+    """The bundle folder a pointer (``current``/``previous``) refers to: it must resolve to a folder
+    with a manifest (a dangling pointer is an error that says where it points)."""
     link = Path(root) / pointer
-    if not link.exists():
+    if not link.is_symlink() and not link.exists():
         raise BundleError(f"{link}: no such bundle pointer (build and promote a bundle first)")
-    return link.resolve()
+    target = link.resolve()
+    if not (target / MANIFEST_FILE).is_file():
+        shown = link.readlink() if link.is_symlink() else link
+        raise BundleError(
+            f"{link} -> {shown} is broken: {target} is not a bundle "
+            "(point it again with `profilerec-pipeline publish <bundle dir>`)"
+        )
+    return target
 
 
 def list_versions(root: str | Path) -> list[str]:
@@ -190,12 +198,22 @@ def promote(root: str | Path, version: str) -> str | None:
     verify_bundle(target, check_hashes=False)
     old: str | None = None
     current = root / CURRENT_POINTER
-    if current.exists():
+    if (current.resolve() / MANIFEST_FILE).is_file():  # a live pointer that resolves (not a dangling one)
         old = current.resolve().name
         if old != version:
-            point_symlink(root / PREVIOUS_POINTER, root / old)
-    point_symlink(current, target)
+            _point(root / PREVIOUS_POINTER, current.resolve())
+    _point(current, target)
+    live = resolve_pointer(root)
+    if live != target.resolve():
+        raise BundleError(f"{current} resolves to {live}, not to {target} after the promotion")
     return old
+
+
+def _point(link: Path, target: Path) -> None:
+    try:
+        point_symlink(link, target)
+    except OSError as exc:
+        raise BundleError(f"could not point {link} at {target}: {exc}") from exc
 
 
 def new_version(prefix: str) -> str:

@@ -79,3 +79,43 @@ def read_events(path: str | Path, offset: int = 0, max_bytes: int | None = None)
         else:
             malformed += 1
     return LogChunk(events, offset, offset + cut + 1, malformed)
+
+
+class LogFollower:
+    """Follows an append-only log from the start: each :meth:`poll` returns the complete lines added
+    since the previous one. A poll with nothing new costs one ``stat``. When the file is replaced or
+    truncated (another inode, or shorter than what was read), :attr:`resets` is incremented and the
+    whole file is read again: the caller rebuilds its state from what the poll returns."""
+
+    def __init__(self, path: str | Path, chunk_bytes: int = 16 << 20) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.inode: int | None = None
+        self.resets = 0
+        self.malformed = 0
+        self.chunk_bytes = chunk_bytes
+
+    def poll(self) -> tuple[list[dict[str, Any]], bool]:
+        """``(new events, reset)``: ``reset`` means the events are the whole log, not a tail."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            if self.offset:
+                self.offset, self.inode, self.resets = 0, None, self.resets + 1
+                return [], True
+            return [], False
+        reset = False
+        if (self.inode is not None and st.st_ino != self.inode) or st.st_size < self.offset:
+            self.offset, reset, self.resets = 0, True, self.resets + 1
+        self.inode = st.st_ino
+        if st.st_size == self.offset:
+            return [], reset
+        events: list[dict[str, Any]] = []
+        while self.offset < st.st_size:
+            chunk = read_events(self.path, self.offset, self.chunk_bytes)
+            if chunk.end_offset == self.offset:  # an incomplete last line: next poll
+                break
+            events.extend(chunk.events)
+            self.malformed += chunk.malformed
+            self.offset = chunk.end_offset
+        return events, reset

@@ -46,11 +46,12 @@ def point_id(entity_type: str, raw_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{entity_type}:{raw_id}"))
 
 
-def profile_cache_key(profiles_version: str, entity_type: str, raw_id: str) -> str:
-    """Redis key of one entity's cached profile vectors (versioned by the profile set)."""
-    return f"{REDIS_PREFIX}:pv:{profiles_version}:{entity_type}:{raw_id}"
+def user_vector_key(bundle_version: str, raw_user_id: str) -> str:
+    """Redis key of a user's cached fused vector (the user tower's output) under one bundle."""
+    return f"{REDIS_PREFIX}:uv:{bundle_version}:{raw_user_id}"
 
 
-def seen_items_key(raw_user_id: str) -> str:
-    """Redis set of items a user interacted with after the bundle was built (from feedback)."""
-    return f"{REDIS_PREFIX}:seen:{raw_user_id}"
+def generation_key(entity_type: str, raw_id: str) -> str:
+    """Redis key of an entity's cache generation: a random token replaced whenever the entity's
+    profiles are rewritten; a cached value is valid only under the token it was computed with."""
+    return f"{REDIS_PREFIX}:gen:{entity_type}:{raw_id}"

@@ -17,6 +17,7 @@ def default_paths(work_dir: Path) -> dict[str, Path]:
     return {
         "bundles_root": work_dir / "bundles",
         "qdrant_path": work_dir / "qdrant",
+        "online_dir": work_dir / "online",
         "feedback_log": work_dir / "feedback" / "feedback.jsonl",
         "catalog_log": work_dir / "feedback" / "catalog.jsonl",
         "text_encoder_dir": work_dir / "text_encoder",

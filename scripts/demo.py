@@ -7,8 +7,9 @@
    run); embed them with MiniLM; train Mult-VAE fused with the profiles the ProEx way; export the
    ONNX towers into a versioned bundle; create the Qdrant collections (embedded, ``var/qdrant``);
    make the bundle live.
-2. Start redis-server (if none answers on the configured URL) and the service (uvicorn, one worker,
-   the embedded Qdrant) in the background, logging to ``var/logs``.
+2. Start redis-server (if none answers on the configured URL) and the service (uvicorn, two worker
+   processes, ``PROFILEREC_WORKERS`` to change; the in-process retrieval store) in the background,
+   logging to ``var/logs``.
 3. Ask the service for recommendations over HTTP and print the answers (and the curl commands).
 
 Every stage skips what is done, so a re-run is quick. ``python -m scripts.demo --stop`` stops the
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     started = time.perf_counter()
-    _stop("service")  # the embedded Qdrant storage is single-process: the pipeline needs it
+    _stop("service")  # restarted below on what this run builds
     from offline_jobs.pipeline_cli import main as pipeline
 
     print("[1/3] building the artefacts (profiles -> embeddings -> training -> ONNX bundle -> Qdrant)")
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         "PROFILEREC_REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "PROFILEREC_HOST": "127.0.0.1",
         "PROFILEREC_PORT": str(args.port),
+        "PROFILEREC_WORKERS": os.environ.get("PROFILEREC_WORKERS", "2"),
     }
     pid = _spawn("service", [sys.executable, "-m", "service"], env)
     base = f"http://127.0.0.1:{args.port}"

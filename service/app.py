@@ -61,6 +61,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = build_runtime(settings)
         app.state.runtime = rt
+        await asyncio.to_thread(rt.feedback.load)  # every answer excludes what the log says was seen
         await rt.refresh_bundle()
         if rt.holder.current is None:
             log.warning("starting without a bundle", extra={"reason": rt.holder.error})

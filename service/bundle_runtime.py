@@ -31,6 +31,11 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+# The tower inputs the service knows how to build (see service.towers); a bundle whose manifest names
+# another input is refused at load, with the input named.
+KNOWN_INPUTS = {"collab", "history", "profiles", "profile_mask"}
+
+
 class OnnxTower:
     """One exported tower. Inputs are named as in the manifest's :class:`TowerSpec`."""
 
@@ -42,6 +47,16 @@ class OnnxTower:
             raise BundleError(
                 f"{folder / spec.file}: inputs {sorted(names)} differ from the manifest {sorted(spec.inputs)}"
             )
+        unknown = names - KNOWN_INPUTS
+        if unknown:
+            raise BundleError(f"{folder / spec.file}: the service cannot build the inputs {sorted(unknown)}")
+
+    @property
+    def input_names(self) -> set[str]:
+        return set(self.spec.inputs)
+
+    def input_width(self, name: str) -> int:
+        return int(self.spec.inputs[name][-1])
 
     def __call__(self, **inputs: np.ndarray) -> np.ndarray:
         feeds = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in inputs.items()}
@@ -51,7 +66,7 @@ class OnnxTower:
 
 @dataclass
 class SeenIndex:
-    """The interactions the bundle treats as seen, as CSR arrays (no scipy in the service)."""
+    """User x item interactions as CSR arrays (no scipy in the service)."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -70,7 +85,8 @@ class LoadedBundle:
     item_index: dict[str, int]
     items_meta: list[dict[str, Any]]
     popular_order: np.ndarray
-    seen: SeenIndex
+    history: SeenIndex  # the model's input history (what it was trained on)
+    seen: SeenIndex  # what is never recommended again (every interaction the bundle was built from)
     item_vectors: np.ndarray
     collab_users: np.ndarray | None
     collab_items: np.ndarray | None
@@ -100,6 +116,14 @@ def _load_json_list(path: Path) -> list[Any]:
     if not isinstance(value, list):
         raise BundleError(f"{path}: expected a JSON list")
     return value
+
+
+def _csr(path: Path, n_users: int) -> SeenIndex:
+    with np.load(path) as z:
+        csr = SeenIndex(indptr=z["indptr"].astype(np.int64), indices=z["indices"].astype(np.int64))
+    if len(csr.indptr) != n_users + 1:
+        raise BundleError(f"{path}: indptr length does not match the users")
+    return csr
 
 
 def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBundle:
@@ -132,10 +156,8 @@ def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBund
             raise BundleError(
                 f"{folder / 'collab_users.npy'}: shape {collab_users.shape} does not match the manifest"
             )
-    with np.load(folder / "interactions.npz") as z:
-        seen = SeenIndex(indptr=z["indptr"].astype(np.int64), indices=z["indices"].astype(np.int64))
-    if len(seen.indptr) != len(user_ids) + 1:
-        raise BundleError(f"{folder / 'interactions.npz'}: indptr length does not match the users")
+    history = _csr(folder / "interactions.npz", len(user_ids))
+    seen = _csr(folder / "seen.npz", len(user_ids)) if (folder / "seen.npz").exists() else history
     popularity = np.array([int(m.get("popularity", 0)) for m in items_meta])
     bundle = LoadedBundle(
         path=folder,
@@ -146,6 +168,7 @@ def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBund
         item_index={it: i for i, it in enumerate(item_ids)},
         items_meta=items_meta,
         popular_order=np.argsort(-popularity, kind="stable"),
+        history=history,
         seen=seen,
         item_vectors=np.asarray(item_vectors, dtype=np.float32),
         collab_users=collab_users,

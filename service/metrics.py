@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -69,6 +70,9 @@ FEEDBACK_EVENTS = Counter("profilerec_feedback_events_total", "Feedback events a
 ITEMS_UPSERTED = Counter("profilerec_items_upserted_total", "Items added or updated through PUT /v1/items")
 
 
+_STAGES: dict[str, Any] = {}
+
+
 @contextmanager
 def stage(name: str) -> Iterator[None]:
     """Time a stage of request handling into :data:`STAGE_LATENCY`."""
@@ -76,7 +80,10 @@ def stage(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        STAGE_LATENCY.labels(stage=name).observe(time.perf_counter() - started)
+        child = _STAGES.get(name)
+        if child is None:
+            child = _STAGES[name] = STAGE_LATENCY.labels(stage=name)
+        child.observe(time.perf_counter() - started)
 
 
 def set_model_info(bundle_version: str, model_kind: str, proex: bool, dataset: str) -> None:

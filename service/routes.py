@@ -6,10 +6,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.status import HTTP_204_NO_CONTENT
 
 from service import recommender
 from service.errors import UnauthorizedError
 from service.metrics import render_latest
+from service.responses import OrjsonResponse
 from service.runtime import Runtime
 from service.schemas import (
     ColdStartRequest,
@@ -60,7 +62,9 @@ admin = APIRouter(prefix="/v1/admin", dependencies=[Depends(require_admin)], tag
 ops = APIRouter(tags=["operations"])
 
 
-@api.get("/users/{user_id}/recommendations", response_model=RecommendationResponse)
+@api.get(
+    "/users/{user_id}/recommendations", response_model=RecommendationResponse, response_class=OrjsonResponse
+)
 async def user_recommendations(
     rt: RuntimeDep,
     user_id: EntityPath,
@@ -74,13 +78,14 @@ async def user_recommendations(
     explain: Annotated[
         bool, Query(description="add the user's profile texts and item profile snippets")
     ] = False,
-) -> RecommendationResponse:
-    return await recommender.recommend_for_user(rt, user_id, n, category or [], exclude or [], explain)
+) -> OrjsonResponse:
+    answer = await recommender.recommend_for_user(rt, user_id, n, category or [], exclude or [], explain)
+    return OrjsonResponse(answer)
 
 
-@api.post("/recommendations", response_model=RecommendationResponse)
-async def cold_start_recommendations(rt: RuntimeDep, body: ColdStartRequest) -> RecommendationResponse:
-    return await recommender.recommend_cold_start(rt, body)
+@api.post("/recommendations", response_model=RecommendationResponse, response_class=OrjsonResponse)
+async def cold_start_recommendations(rt: RuntimeDep, body: ColdStartRequest) -> OrjsonResponse:
+    return OrjsonResponse(await recommender.recommend_cold_start(rt, body))
 
 
 @api.put("/items/{item_id}", response_model=ItemUpsertResponse)
@@ -90,6 +95,15 @@ async def put_item(
     result = await recommender.upsert_item(rt, item_id, body)
     response.status_code = 201 if result.created else 200
     return result
+
+
+@api.delete(
+    "/items/{item_id}", status_code=HTTP_204_NO_CONTENT, responses={404: {"description": "no such item"}}
+)
+async def delete_item(rt: RuntimeDep, item_id: EntityPath) -> Response:
+    """Remove an item from every later answer (logged in the catalogue log)."""
+    await recommender.delete_item(rt, item_id)
+    return Response(status_code=HTTP_204_NO_CONTENT)
 
 
 @api.post("/feedback", response_model=FeedbackResponse)
@@ -109,10 +123,10 @@ async def upsert_profiles(rt: RuntimeDep, body: ProfilesUpsertRequest) -> Profil
 async def reload_bundle(rt: RuntimeDep) -> dict[str, object]:
     """Look at the bundle pointer now instead of at the next poll."""
     switched = await rt.refresh_bundle()
-    bundle = rt.holder.current
+    live = rt.holder.current
     return {
         "switched": switched,
-        "model_version": bundle.version if bundle else None,
+        "model_version": live.version if live else None,
         "error": rt.holder.error,
     }
 
@@ -127,8 +141,10 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     bundle = rt.holder.current
     checks["bundle"] = f"ok ({bundle.version})" if bundle else f"missing: {rt.holder.error or 'not loaded'}"
-    qdrant = await rt.index.ping()
-    checks["qdrant"] = "ok" if qdrant is None else qdrant
+    qdrant = await rt.ping_store()
+    checks["store"] = (
+        f"ok ({bundle.items.engine if bundle else rt.engine.name})" if qdrant is None else qdrant
+    )
     redis = await rt.cache.ping()
     checks["redis"] = "ok" if redis is None else redis
     status: Literal["ready", "degraded", "not_ready"]

@@ -1,4 +1,10 @@
-"""What the lifespan opens once: the live bundle (hot-reloaded), the Qdrant index, the Redis cache."""
+"""What the lifespan opens once: the stores, the cache, the feedback index and the live bundle.
+
+The live bundle is served together with its item index and its profile source (:class:`Live`); a new
+bundle is loaded completely (verified, ONNX sessions opened, its item index built) off the event loop
+before one reference assignment switches to it, so no request waits for a promotion and none pairs a
+user tower with another bundle's items.
+"""
 
 from __future__ import annotations
 
@@ -10,36 +16,86 @@ from pathlib import Path
 
 from rec_contract.bundle import BundleError, resolve_pointer
 from service.bundle_runtime import LoadedBundle, load_bundle
+from service.cache import VectorCache
 from service.errors import DependencyUnavailableError, NotReadyError
+from service.feedback_index import FeedbackIndex
 from service.metrics import BUNDLE_RELOADS, set_model_info
-from service.profile_cache import ProfileCache
+from service.pipeline import Pipeline
+from service.profiles import LocalProfiles, ProfileSource, QdrantProfiles
 from service.settings import ServiceSettings
-from service.vector_index import VectorIndex
+from service.stores.base import ItemEngine, ItemIndex
+from service.stores.local import LocalEngine
+from service.stores.qdrant import QdrantConnection, QdrantEngine
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class BundleHolder:
-    """The bundle being served. Switching is one reference assignment, after the new one is ready."""
+class Live:
+    """A bundle with the item index and profile source of its vector space."""
 
-    current: LoadedBundle | None = None
+    bundle: LoadedBundle
+    items: ItemIndex
+    profiles: ProfileSource
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def sync(self) -> None:
+        """Apply what other processes wrote (items, profiles) since the last request: a ``stat`` each."""
+        self.items.sync()
+        self.profiles.sync()
+
+
+@dataclass
+class BundleHolder:
+    """What is being served. Switching is one reference assignment, after the new one is ready."""
+
+    current: Live | None = None
     error: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def require(self) -> LoadedBundle:
-        bundle = self.current
-        if bundle is None:
+    def require(self) -> Live:
+        live = self.current
+        if live is None:
             raise NotReadyError(f"no model bundle is loaded: {self.error or 'not loaded yet'}")
-        return bundle
+        return live
 
 
 @dataclass
 class Runtime:
     settings: ServiceSettings
-    index: VectorIndex
-    cache: ProfileCache
+    engine: ItemEngine
+    cache: VectorCache
+    feedback: FeedbackIndex
+    pipeline: Pipeline
+    qdrant: QdrantConnection | None = None
     holder: BundleHolder = field(default_factory=BundleHolder)
+
+    def _profiles(self, bundle: LoadedBundle) -> ProfileSource:
+        manifest = bundle.manifest
+        if self.qdrant is not None:
+            return QdrantProfiles(self.qdrant, manifest.profiles_collection, manifest.profiles.store_version)
+        return LocalProfiles(
+            bundle.path,
+            bundle.user_index,
+            bundle.item_index,
+            manifest.profiles.k,
+            manifest.profiles.text_dim,
+            self.settings.online_dir / f"profiles-{manifest.profiles.store_version}.jsonl",
+        )
+
+    async def open_live(self, bundle: LoadedBundle) -> Live:
+        items = await self.engine.open(
+            bundle.version,
+            bundle.manifest.items_collection,
+            bundle.item_ids,
+            bundle.item_vectors,
+            bundle.items_meta,
+        )
+        profiles = await asyncio.to_thread(self._profiles, bundle)
+        return Live(bundle, items, profiles)
 
     async def refresh_bundle(self) -> bool:
         """Load the bundle ``current`` points at, if it differs from the one served. True if switched."""
@@ -51,13 +107,11 @@ class Runtime:
                     self.holder.error = str(exc)
                 return False
             served = self.holder.current
-            if served is not None and served.path == target:
+            if served is not None and served.bundle.path == target:
                 return False
             try:
                 bundle = await asyncio.to_thread(load_bundle, target, self.settings.verify_checksums)
-                await self.index.ensure_items_collection(
-                    bundle.manifest.items_collection, bundle.item_ids, bundle.item_vectors, bundle.items_meta
-                )
+                live = await self.open_live(bundle)
             except (BundleError, DependencyUnavailableError, OSError, ValueError) as exc:
                 BUNDLE_RELOADS.labels(outcome="failed").inc()
                 self.holder.error = f"bundle {target.name} refused: {exc}"
@@ -66,13 +120,17 @@ class Runtime:
                     extra={"bundle": str(target), "reason": str(exc)},
                 )
                 return False
-            self.holder.current = bundle
+            self.holder.current = live
             self.holder.error = None
             BUNDLE_RELOADS.labels(outcome="loaded").inc()
             set_model_info(bundle.version, bundle.kind, bundle.manifest.proex, bundle.manifest.dataset.name)
             log.info(
                 "serving bundle",
-                extra={"bundle_version": bundle.version, "previous": served.version if served else None},
+                extra={
+                    "bundle_version": bundle.version,
+                    "previous": served.version if served else None,
+                    "engine": live.items.engine,
+                },
             )
             return True
 
@@ -88,26 +146,38 @@ class Runtime:
             except Exception:  # keep watching whatever happened
                 log.exception("bundle watcher iteration failed")
 
+    async def ping_store(self) -> str | None:
+        return await self.engine.ping()
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.cache.close()
         with contextlib.suppress(Exception):
-            await self.index.close()
+            await self.engine.close()
 
 
 def build_runtime(settings: ServiceSettings) -> Runtime:
-    if not settings.qdrant_url:
-        Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
-    return Runtime(
-        settings=settings,
-        index=VectorIndex(
+    qdrant: QdrantConnection | None = None
+    engine: ItemEngine
+    if settings.engine == "qdrant" or (settings.engine == "auto" and settings.qdrant_url):
+        qdrant = QdrantConnection(
             settings.qdrant_url,
-            str(settings.qdrant_path),
+            Path(settings.qdrant_path),
             settings.qdrant_api_key,
             settings.qdrant_timeout_s,
             settings.qdrant_exact_search,
-        ),
-        cache=ProfileCache(
+        )
+        engine = QdrantEngine(qdrant)
+    else:
+        kind = "auto" if settings.engine == "auto" else settings.engine
+        engine = LocalEngine(settings.online_dir, kind, settings.edge_above_items)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        cache=VectorCache(
             settings.redis_url, settings.redis_timeout_s, settings.cache_ttl_s, settings.redis_retry_after_s
         ),
+        feedback=FeedbackIndex(settings.feedback_log),
+        pipeline=Pipeline(snippet_chars=settings.snippet_chars),
+        qdrant=qdrant,
     )

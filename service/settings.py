@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,16 +24,28 @@ class ServiceSettings(BaseSettings):
         2.0, ge=0, description="how often to look for a new `current` (0: never)"
     )
 
-    # Qdrant: a server URL, or the embedded local mode on a path
-    qdrant_url: str | None = Field(None, description="e.g. http://qdrant:6333; unset: embedded local mode")
-    qdrant_path: Path = Field(None, description="embedded local mode storage (default <work_dir>/qdrant)")  # type: ignore[assignment]
+    # Retrieval store and profile source
+    engine: Literal["auto", "exact", "edge", "qdrant"] = Field(
+        "auto",
+        description="auto: a Qdrant server when qdrant_url is set, else in-process (exact up to "
+        "edge_above_items catalogue items, qdrant-edge HNSW above); exact / edge: in-process; qdrant: "
+        "qdrant_url, or qdrant-client's local mode on qdrant_path (one process only)",
+    )
+    edge_above_items: int = Field(200_000, gt=0, description="auto: qdrant-edge above this many items")
+    online_dir: Path = Field(
+        None, description="logs of what the API changed since the bundle (default <work_dir>/online)"
+    )  # type: ignore[assignment]
+    qdrant_url: str | None = Field(None, description="e.g. http://qdrant:6333; unset: in-process stores")
+    qdrant_path: Path = Field(
+        None, description="qdrant-client local mode storage (default <work_dir>/qdrant)"
+    )  # type: ignore[assignment]
     qdrant_api_key: str | None = None
     qdrant_timeout_s: float = Field(5.0, gt=0)
     qdrant_exact_search: bool = Field(
         True, description="brute-force search (exact top-N); off: HNSW on a server"
     )
 
-    # Redis profile cache
+    # Redis cache of fused user vectors
     redis_url: str | None = Field("redis://127.0.0.1:6379/0", description="unset: no cache")
     redis_timeout_s: float = Field(0.05, gt=0, description="socket timeout; a slow cache is skipped")
     redis_retry_after_s: float = Field(5.0, ge=0, description="after a Redis error, skip it this long")

@@ -63,7 +63,7 @@ class ExportOptions:
     bundles_root: Path
     text_encoder_dir: Path
     version: str | None = None
-    seen: Literal["train", "all"] = "train"
+    seen: Literal["train", "all"] = "all"
     parity_users: int = 256
     ridge_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
 
@@ -250,6 +250,32 @@ def _item_snippets(store: Path | None, dataset: InteractionDataset) -> list[str]
     return snippets
 
 
+def _write_profiles(out: Path, ctx: RunContext, dataset: InteractionDataset) -> None:
+    """The profile vectors the model was trained with, aligned with users.json / items.json, and their
+    texts: the embedded service reads profiles from the bundle (a Qdrant server from its collection)."""
+    assert ctx.profiles is not None
+    np.save(out / "user_profiles.npy", ctx.profiles.user_vectors)
+    np.save(out / "user_profile_mask.npy", ctx.profiles.user_mask)
+    np.save(out / "item_profiles.npy", ctx.profiles.item_vectors)
+    np.save(out / "item_profile_mask.npy", ctx.profiles.item_mask)
+    texts: dict[tuple[str, str], dict[int, str]] = {}
+    if ctx.profile_store is not None and (Path(ctx.profile_store) / PROFILES_FILE).exists():
+        for row in read_profiles(Path(ctx.profile_store)):
+            texts.setdefault((str(row["entity_type"]), str(row["entity_id"])), {})[int(row["slot"])] = str(
+                row["text"]
+            )
+    known = {"user": set(map(str, dataset.user_ids)), "item": set(map(str, dataset.item_ids))}
+    with (out / "profile_texts.jsonl").open("w", encoding="utf-8") as fh:
+        for (entity_type, entity_id), slots in sorted(texts.items()):
+            if entity_id in known.get(entity_type, set()):
+                row = {
+                    "entity_type": entity_type,
+                    "entity_id": entity_id,
+                    "texts": [slots[k] for k in sorted(slots)],
+                }
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 def _versions() -> dict[str, str]:
     out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx_opset": str(OPSET)}
     for package in ("profilerec", "onnx", "qdrant-client"):
@@ -400,8 +426,14 @@ def _write_bundle(
 
     # ---- arrays, maps, metadata
     np.save(out / "item_vectors.npy", item_vectors)
+    # The model's input history (what it was trained on), and what the service never recommends again:
+    # every interaction the bundle was built from, all splits (evaluation splits are for measuring,
+    # not for deciding what a person has seen), unless --seen train asks for the training split only.
+    np.savez(out / "interactions.npz", **_csr_arrays(split.train))
     seen = split.train if options.seen == "train" else dataset.interaction_matrix()
-    np.savez(out / "interactions.npz", **_csr_arrays(seen))
+    np.savez(out / "seen.npz", **_csr_arrays(seen))
+    if ctx.profiles is not None:
+        _write_profiles(out, ctx, dataset)
     (out / "users.json").write_text(json.dumps([str(u) for u in dataset.user_ids]))
     (out / "items.json").write_text(json.dumps([str(i) for i in dataset.item_ids]))
     popularity = np.asarray(split.train.sum(axis=0)).ravel().astype(int)

@@ -139,6 +139,23 @@ def artefacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Artef
     return Artefacts(root, dataset, store, Path(text_encoder), runs, bundles, qdrant_path)
 
 
+def service_settings(artefacts: Artefacts, kind: str, tmp_path: Path, redis_url: str | None, **extra):
+    """Service settings on one of the session's bundles, with private logs and online state."""
+    from service.settings import ServiceSettings
+
+    values = {
+        "bundles_root": artefacts.bundles[kind].parent,
+        "qdrant_path": artefacts.qdrant_path,
+        "online_dir": tmp_path / "online",
+        "redis_url": redis_url,
+        "reload_interval_s": 0,
+        "feedback_log": tmp_path / "feedback" / "feedback.jsonl",
+        "catalog_log": tmp_path / "feedback" / "catalog.jsonl",
+        **extra,
+    }
+    return ServiceSettings(**values)
+
+
 class ThreadedServer:
     """A real uvicorn server for an app, on a loopback port, in a background thread."""
 
@@ -191,6 +208,7 @@ class LiveEnv:
         from service.settings import ServiceSettings
 
         values = {
+            "work_dir": self.root / "work",
             "bundles_root": self.bundles_root,
             "qdrant_path": self.qdrant_path,
             "redis_url": self.redis_url,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,12 +20,21 @@ import redis
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
+from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.publish import rollback
-from offline_jobs.refresh import EXIT_LOCKED, RefreshLockedError, refresh_lock, run_refresh
+from offline_jobs.refresh import (
+    CRASH_ENV,
+    EXIT_LOCKED,
+    RUNS_KEPT,
+    RefreshFailedError,
+    RefreshLockedError,
+    refresh_lock,
+    run_refresh,
+)
 from offline_jobs.rollout import gate
 from rec_contract.bundle import promote, read_manifest, resolve_pointer, seal_manifest
 from rec_contract.event_log import append_events
-from rec_contract.naming import point_id, profile_cache_key
+from rec_contract.naming import generation_key, point_id
 from rec_contract.profile_store import read_profiles
 from service.app import create_app
 from training.data import split_dataset
@@ -44,6 +54,12 @@ def _user_texts(store: Path) -> dict[str, list[str]]:
         if row["entity_type"] == "user":
             out.setdefault(row["entity_id"], {})[int(row["slot"])] = row["text"]
     return {u: [slots[s] for s in sorted(slots)] for u, slots in out.items()}
+
+
+def _served_texts(live_env, user: str) -> list[str]:
+    """The profile texts the (embedded) service serves for a user now."""
+    with TestClient(create_app(live_env.service_settings())) as client:
+        return client.get(f"/v1/users/{user}/recommendations?n=1&explain=true").json()["user_profiles"]
 
 
 def _qdrant_texts(qdrant_path: Path, entity_type: str, ids: list[str]) -> dict[str, list[str]]:
@@ -78,8 +94,9 @@ def test_refresh_changes_exactly_the_users_with_new_feedback(artefacts, live_env
         events = [{"user_id": raw[u], "item_id": i, "type": "like"} for u in targets for i in new_items[u]]
         assert client.post("/v1/feedback", json=events).json() == {"accepted": len(events)}
     cache = redis.Redis.from_url(live_env.redis_url)
-    keys = {u: profile_cache_key(STORE_VERSION, "user", raw[u]) for u in targets + controls}
-    assert all(cache.exists(k) for k in keys.values())  # every profile was cached by the requests
+    keys = {u: generation_key("user", raw[u]) for u in targets + controls}
+    tokens = {u: cache.get(k) for u, k in keys.items()}
+    assert all(tokens.values())  # every user vector was cached by the requests, under a token
     store_before = _user_texts(live_env.store)
 
     report = run_refresh(live_env.refresh_settings())
@@ -89,14 +106,12 @@ def test_refresh_changes_exactly_the_users_with_new_feedback(artefacts, live_env
     assert sorted(report.items) == sorted({i for u in targets for i in new_items[u]})
     assert report.writes["path"] == "in-process" and report.writes["invalidated"] >= len(targets)
     store_after = _user_texts(live_env.store)
-    for u in targets:  # regenerated: new texts, in the store and in Qdrant, cache key gone
+    for u in targets:  # regenerated: new texts in the store, cached vectors invalidated (new token)
         assert store_after[raw[u]] != store_before[raw[u]]
-        assert not cache.exists(keys[u])
+        assert cache.get(keys[u]) != tokens[u]
     for u in controls:  # untouched
         assert store_after[raw[u]] == store_before[raw[u]]
-        assert cache.exists(keys[u])
-    in_qdrant = _qdrant_texts(live_env.qdrant_path, "user", [raw[u] for u in targets + controls])
-    assert all(in_qdrant[raw[u]] == store_after[raw[u]] for u in targets + controls)
+        assert cache.get(keys[u]) == tokens[u]
     rows = [
         r
         for r in read_profiles(live_env.store)
@@ -153,7 +168,7 @@ def test_refresh_killed_after_upsert_recovers_without_regenerating(artefacts, li
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     state_path = live_env.root / "work" / "refresh" / "state.json"
     assert not state_path.exists() or json.loads(state_path.read_text())["feedback_offset"] == 0
-    written = _qdrant_texts(live_env.qdrant_path, "user", [user])[user]
+    written = _served_texts(live_env, user)
     assert written == _user_texts(live_env.store)[user]  # the upsert happened before the crash
 
     resumed = _refresh_subprocess(live_env, {})
@@ -164,7 +179,7 @@ def test_refresh_killed_after_upsert_recovers_without_regenerating(artefacts, li
     # nothing regenerated: the finished entities come from the job cache
     assert stats["generated"] == 0 and stats["entities_skipped"] + stats["cache_hits"] > 0
     assert json.loads(state_path.read_text())["feedback_offset"] == live_env.feedback_log.stat().st_size
-    assert _qdrant_texts(live_env.qdrant_path, "user", [user])[user] == written
+    assert _served_texts(live_env, user) == written
     assert _refresh_subprocess(live_env, {}).returncode == 0
     assert (
         json.loads((live_env.root / "work" / "refresh" / "last_report.json").read_text())["status"] == "noop"
@@ -185,7 +200,8 @@ def test_refresh_goes_through_the_service_that_owns_the_embedded_storage(
     from tests.integration.conftest import ThreadedServer
 
     user = str(artefacts.dataset.user_ids[9])
-    with ThreadedServer(create_app(live_env.service_settings()), free_port) as server:
+    # engine qdrant on a path: qdrant-client's local mode, which the service process locks
+    with ThreadedServer(create_app(live_env.service_settings(engine="qdrant")), free_port) as server:
         import httpx
 
         before = httpx.get(f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true").json()
@@ -195,6 +211,7 @@ def test_refresh_goes_through_the_service_that_owns_the_embedded_storage(
         after = httpx.get(f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true").json()
     assert after["user_profiles"] != before["user_profiles"]
     assert after["user_profiles"] == _user_texts(live_env.store)[user]
+    assert _qdrant_texts(live_env.qdrant_path, "user", [user])[user] == after["user_profiles"]
 
 
 def _bad_copy(bundle: Path, version: str) -> Path:
@@ -287,3 +304,132 @@ def test_promotion_under_load_fails_no_request_and_rollback_restores(
     after_rollback = [o for o in outcomes[mark:]]
     assert after_rollback and all(o[1] == v1 for o in after_rollback)
     assert all(items == first[user] for _, _, user, items in after_rollback)  # the previous answers are back
+
+
+# ---------------------------------------------------------------------- issue 15: realistic traffic
+def _prom(path: Path) -> dict[str, float]:
+    lines = [line.rsplit(" ", 1) for line in path.read_text().splitlines() if line and line[0] != "#"]
+    return {name: float(value) for name, value in lines}
+
+
+def test_refresh_quarantines_a_failing_entity_and_a_bad_record_and_refreshes_the_others(
+    artefacts, live_env, monkeypatch
+) -> None:
+    """A new user (no attributes: the age column turns float) no longer stops the refresh; an entity
+    whose profile fails and a record the live data cannot use are set aside, the others refreshed,
+    the watermarks moved, and the report and metrics say so."""
+    from offline_jobs.extractive import ExtractiveProfiler
+
+    known, broken = (str(artefacts.dataset.user_ids[u]) for u in (3, 5))
+    append_events(
+        live_env.feedback_log,
+        [
+            {"user_id": "newbie", "item_id": "50", "type": "like"},
+            {"user_id": known, "item_id": "181", "type": "like"},
+            {"user_id": broken, "item_id": "100", "type": "like"},
+            {"item_id": "50", "type": "like"},  # no user: a record nobody can use
+        ],
+    )
+    original = ExtractiveProfiler.user_facets
+
+    def failing(self, user, k):
+        if str(self.ctx.dataset.user_ids[user]) == broken:
+            raise KeyError("occupation")
+        return original(self, user, k)
+
+    monkeypatch.setattr(ExtractiveProfiler, "user_facets", failing)
+    settings = live_env.refresh_settings(refresh_strategy="extractive")
+
+    report = run_refresh(settings)
+
+    assert report.status == "partial"
+    assert sorted(report.users) == sorted(["newbie", known]) and sorted(report.items) == ["100", "181", "50"]
+    quarantined = {(q["entity_type"], q["entity_id"]): q for q in report.quarantined}
+    assert set(quarantined) == {("user", broken), ("feedback_event", "")}
+    entity = quarantined[("user", broken)]
+    assert entity["stage"] == "extractive" and entity["reason"] == "KeyError: 'occupation'"
+    assert entity["where"].startswith("tests/integration/test_refresh_rollout.py:")
+    assert "Traceback" in entity["traceback"] and "failing" in entity["traceback"]
+    record = quarantined[("feedback_event", "")]
+    assert record["stage"] == "read_logs" and record["where"] == str(live_env.feedback_log)
+    assert "user_id" in record["reason"] and record["record"] == {"item_id": "50", "type": "like"}
+
+    dead = [json.loads(line) for line in (settings.state_dir / "dead_letter.jsonl").read_text().splitlines()]
+    assert sorted((d["entity_type"], d["entity_id"], d["stage"]) for d in dead) == [
+        ("feedback_event", "", "read_logs"),
+        ("user", broken, "extractive"),
+    ]
+    assert all(d["reason"] for d in dead)
+    on_disk = json.loads((settings.state_dir / "last_report.json").read_text())
+    assert on_disk["status"] == "partial" and on_disk["users"] == report.users
+    assert {q["entity_id"] for q in on_disk["quarantined"]} == {broken, ""}
+    state = json.loads((settings.state_dir / "state.json").read_text())
+    assert state["feedback_offset"] == live_env.feedback_log.stat().st_size  # the watermarks moved
+    metrics = _prom(live_env.root / "work" / "metrics" / "refresh.prom")
+    assert metrics["profilerec_refresh_last_run_entities"] == 5  # refreshed, not planned (6)
+    assert metrics["profilerec_refresh_last_run_quarantined"] == 2
+    assert metrics["profilerec_refresh_last_run_failed"] == 0
+
+    texts = _user_texts(live_env.store)
+    assert texts["newbie"][0].startswith("User newbie is a user who watched 1 movie.")
+    assert re.search(r"is an? \d+-year-old", texts[known][0]) and ".0-year-old" not in texts[known][0]
+    assert broken not in texts or texts[broken] == _user_texts(artefacts.store).get(broken)  # untouched
+
+    again = run_refresh(settings)  # nothing new: a no-op that quarantines nothing again
+    assert again.status == "noop" and again.quarantined == []
+    assert len((settings.state_dir / "dead_letter.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_refresh_that_fails_names_the_stage_and_keeps_the_watermarks(live_env, tmp_path) -> None:
+    append_events(live_env.feedback_log, [{"user_id": "newbie", "item_id": "50", "type": "like"}])
+    settings = live_env.refresh_settings(bundles_root=tmp_path / "no-bundles")
+    with pytest.raises(
+        RefreshFailedError, match=r"refresh failed at stage bundle \(rec_contract/bundle\.py:"
+    ):
+        run_refresh(settings)
+    report = json.loads((settings.state_dir / "last_report.json").read_text())
+    assert report["status"] == "failed" and report["failed_stage"] == "bundle"
+    assert "no such bundle pointer" in report["error"] and "Traceback" in report["traceback"]
+    assert report["users"] == [] and report["items"] == []  # nothing was done
+    assert json.loads((settings.state_dir / "state.json").read_text())["feedback_offset"] == 0
+    metrics = _prom(live_env.root / "work" / "metrics" / "refresh.prom")
+    assert metrics["profilerec_refresh_last_run_failed"] == 1
+    assert metrics["profilerec_refresh_last_run_entities"] == 0
+
+
+def test_refresh_rerun_after_a_kill_and_a_new_event_answers_the_killed_run_from_the_cache(
+    artefacts, live_env
+) -> None:
+    """The generation cache is keyed by what is generated, not by log offsets: an event arriving
+    between a killed run and its rerun leaves every generation of the killed run reusable."""
+    fake = {"PROFILEREC_LLM_BACKEND": "fake"}
+    state_dir = live_env.root / "work" / "refresh"
+    for n in range(3):  # run folders named after log offsets, left by the refresh of before
+        legacy = state_dir / "runs" / f"f{n}-{n + 1}_c0-0"
+        legacy.mkdir(parents=True)
+        os.utime(legacy, (n + 1, n + 1))
+    user = str(artefacts.dataset.user_ids[7])
+    append_events(live_env.feedback_log, [{"user_id": user, "item_id": "50", "type": "click"}])
+    crashed = _refresh_subprocess(live_env, {**fake, CRASH_ENV: "generate"})
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    cache_path = state_dir / "cache" / CACHE_FILE
+    cache = JobCache(cache_path)
+    killed = cache.count_generations()
+    cache.close()
+    assert killed > 0
+
+    append_events(live_env.feedback_log, [{"user_id": "newbie", "item_id": "181", "type": "like"}])
+    resumed = _refresh_subprocess(live_env, fake)
+
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads((state_dir / "last_report.json").read_text())
+    assert report["status"] == "refreshed"
+    assert sorted(report["users"]) == sorted([user, "newbie"]) and report["items"] == ["181", "50"]
+    stats = report["generation"]["stats"]
+    assert stats["cache_hits"] >= killed and stats["cache_regenerated"] == 0  # the killed run's answers
+    cache = JobCache(cache_path)
+    assert stats["generated"] == cache.count_generations() - killed  # only the new prompts generated
+    cache.close()
+    runs = sorted(p.name for p in (state_dir / "runs").iterdir())
+    assert len(runs) == RUNS_KEPT and "f0-1_c0-0" not in runs  # the oldest folders are gone
+    assert Path(report["run_folder"]).name in runs

@@ -12,24 +12,17 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from rec_contract.naming import profile_cache_key
+from rec_contract.naming import generation_key, user_vector_key
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.integration.conftest import service_settings
 from training.data import Split
 from training.runs import SPLIT_DIR, load_run
 
 pytestmark = pytest.mark.integration
 
 
-def _settings(artefacts, kind: str, tmp_path: Path, redis_url: str | None, **extra) -> ServiceSettings:
-    return ServiceSettings(
-        bundles_root=artefacts.bundles[kind].parent,
-        qdrant_path=artefacts.qdrant_path,
-        redis_url=redis_url,
-        reload_interval_s=0,
-        feedback_log=tmp_path / "feedback" / "feedback.jsonl",
-        **extra,
-    )
+_settings = service_settings
 
 
 @pytest.fixture
@@ -53,35 +46,54 @@ def multvae_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator
 
 
 @pytest.fixture
+def qdrant_lightgcn_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
+    """The Qdrant path (qdrant-client's local mode standing in for a server)."""
+    settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url, engine="qdrant")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
 def lightgcn_input_fusion_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
     settings = _settings(artefacts, "lightgcn-input-fusion", tmp_path, redis_server.url)
     with TestClient(create_app(settings)) as client:
         yield client
 
 
-def _offline_top_n(run_dir: Path, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The trained torch model's top-N (training items masked) and its full score rows."""
+def _offline_top_n(run_dir: Path, dataset, users: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The trained torch model's top-N (every interaction of the user masked, all splits) and its full
+    score rows."""
     model, _ = load_run(run_dir)
     scores = model.score_all(users).numpy()
-    train = Split.load(run_dir / SPLIT_DIR).train
+    everything = dataset.interaction_matrix().tocsr()
+    assert Split.load(run_dir / SPLIT_DIR).train.nnz < everything.nnz  # valid/test hold items too
     masked = scores.copy()
     for row, user in enumerate(users):
-        masked[row, train[user].indices] = -np.inf
+        masked[row, everything[user].indices] = -np.inf
     return np.argsort(-masked, axis=1, kind="stable")[:, :n], scores
 
 
-@pytest.mark.parametrize("kind", ["lightgcn", "multvae", "lightgcn-input-fusion"])
-def test_served_top_n_equals_offline_model(kind, artefacts, redis_server, flushed_redis, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "engine"),
+    [("lightgcn", "auto"), ("multvae", "auto"), ("lightgcn-input-fusion", "auto"), ("lightgcn", "qdrant")],
+)
+def test_served_top_n_equals_offline_model(
+    kind, engine, artefacts, redis_server, flushed_redis, tmp_path
+) -> None:
     rng = np.random.default_rng(5)
     users = np.sort(rng.choice(artefacts.dataset.n_users, size=25, replace=False))
-    offline, scores = _offline_top_n(artefacts.runs[kind], users, 20)
+    offline, scores = _offline_top_n(artefacts.runs[kind], artefacts.dataset, users, 20)
     item_index = artefacts.dataset.item_index()
-    with TestClient(create_app(_settings(artefacts, kind, tmp_path, redis_server.url))) as client:
+    everything = artefacts.dataset.interaction_matrix().tocsr()
+    settings = _settings(artefacts, kind, tmp_path, redis_server.url, engine=engine)
+    with TestClient(create_app(settings)) as client:
         for row, user in enumerate(users):
             raw = str(artefacts.dataset.user_ids[user])
             body = client.get(f"/v1/users/{raw}/recommendations?n=20").json()
             assert body["strategy"] == "personalized"
             served = [item_index[i["item_id"]] for i in body["items"]]
+            # never an item the user interacted with, in any split (held-out test items included)
+            assert not set(served) & set(everything[user].indices.tolist())
             expected = offline[row].tolist()
             for got, want in zip(served, expected, strict=True):
                 # identical, or a tie in the offline scores (ONNX and torch agree to ~1e-6)
@@ -94,17 +106,19 @@ def test_served_top_n_equals_offline_model(kind, artefacts, redis_server, flushe
             np.testing.assert_allclose(served_scores, scores[row, served], rtol=1e-4, atol=1e-4)
 
 
-def test_profile_cache_miss_then_hit(artefacts, lightgcn_client: TestClient, flushed_redis) -> None:
+def test_user_vector_cache_miss_then_hit(artefacts, lightgcn_client: TestClient, flushed_redis) -> None:
     user = str(artefacts.dataset.user_ids[3])
-    key = profile_cache_key("it-store-1", "user", user)
+    version = lightgcn_client.app.state.runtime.holder.current.version  # type: ignore[attr-defined]
+    key = user_vector_key(version, user)
     assert flushed_redis.get(key) is None
     first = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5").json()
     ttl = flushed_redis.ttl(key)
     assert 0 < ttl <= ServiceSettings().cache_ttl_s  # filled on the miss, with a TTL
+    assert flushed_redis.get(generation_key("user", user))  # the token it is valid under
     second = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5").json()
     assert first["items"] == second["items"]
     metrics = lightgcn_client.get("/metrics").text
-    assert 'profilerec_profile_cache_requests_total{result="hit"}' in metrics
+    assert 'profilerec_profile_cache_requests_total{result="hit"} 1.0' in metrics
     assert 'profilerec_profile_cache_requests_total{result="miss"}' in metrics
 
 
@@ -233,25 +247,28 @@ def test_redis_down_keeps_answering_and_reports_degraded(
     assert lightgcn_client.get("/readyz").json()["status"] == "ready"
 
 
-def test_qdrant_outage_is_503_with_reason(artefacts, lightgcn_client: TestClient, free_port: int) -> None:
+def test_qdrant_outage_is_503_with_reason(
+    artefacts, qdrant_lightgcn_client: TestClient, free_port: int
+) -> None:
     from qdrant_client import AsyncQdrantClient
 
-    runtime = lightgcn_client.app.state.runtime  # type: ignore[attr-defined]
-    embedded = runtime.index.client
-    runtime.index.client = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port}", timeout=1)
-    runtime.index.location = f"http://127.0.0.1:{free_port}"
+    client = qdrant_lightgcn_client
+    conn = client.app.state.runtime.qdrant  # type: ignore[attr-defined]
+    embedded = conn.client
+    conn.client = AsyncQdrantClient(url=f"http://127.0.0.1:{free_port}", timeout=1)
+    conn.location = f"http://127.0.0.1:{free_port}"
     try:
         user = str(artefacts.dataset.user_ids[40])
-        response = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5")
+        response = client.get(f"/v1/users/{user}/recommendations?n=5")
         assert response.status_code == 503
         error = response.json()["error"]
         assert error["code"] == "dependency_unavailable" and "qdrant" in error["message"]
         assert "Traceback" not in response.text
-        ready = lightgcn_client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["checks"]["qdrant"] != "ok"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"] != "ok"
     finally:
-        runtime.index.client = embedded
-    assert lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5").status_code == 200
+        conn.client = embedded
+    assert client.get(f"/v1/users/{user}/recommendations?n=5").status_code == 200
 
 
 def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -> None:
@@ -267,6 +284,7 @@ def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -
     settings = ServiceSettings(
         bundles_root=root,
         qdrant_path=tmp_path / "q",
+        online_dir=tmp_path / "online",
         redis_url=None,
         reload_interval_s=0,
         feedback_log=tmp_path / "f.jsonl",

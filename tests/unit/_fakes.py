@@ -1,11 +1,14 @@
-"""Cheap stand-ins for unit tests: a bag-of-words hashing embedder."""
+"""Cheap stand-ins for unit tests: a bag-of-words hashing embedder, a toy bundle."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
+
+from rec_contract.bundle import BundleManifest, DatasetInfo, ProfileInfo, TowerSpec, seal_manifest
 
 
 class HashEmbedder:
@@ -24,3 +27,33 @@ class HashEmbedder:
                 out[row, h % self.dim] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+
+def toy_manifest(version: str) -> BundleManifest:
+    tower = TowerSpec(file="user_tower.onnx", inputs={"collab": ["B", 4]}, output="vector", output_dim=4)
+    return BundleManifest(
+        bundle_version=version,
+        model_kind="lightgcn",
+        proex=True,
+        collab_dim=4,
+        item_dim=4,
+        dataset=DatasetInfo(
+            name="toy", fingerprint="f", split_method="random", split_fingerprint="s", n_users=1, n_items=1
+        ),
+        profiles=ProfileInfo(store_version="p1", embedding_model="e", text_dim=8, k=4),
+        user_tower=tower,
+        item_tower=tower.model_copy(update={"file": "item_tower.onnx"}),
+        text_encoder=tower.model_copy(update={"file": "text_encoder.onnx"}),
+        items_collection=f"items_{version}",
+        profiles_collection="profiles_p1",
+    )
+
+
+def write_toy_bundle(root: Path, version: str) -> Path:
+    """A sealed bundle folder ``root/version`` whose tower files are placeholders (not ONNX)."""
+    folder = root / version
+    folder.mkdir(parents=True)
+    for name in ("user_tower.onnx", "item_tower.onnx", "text_encoder.onnx"):
+        (folder / name).write_bytes(name.encode())
+    seal_manifest(folder, toy_manifest(version))
+    return folder

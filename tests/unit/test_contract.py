@@ -13,19 +13,15 @@ import pytest
 from rec_contract.atomic import atomic_directory, atomic_write_text
 from rec_contract.bundle import (
     BundleError,
-    BundleManifest,
-    DatasetInfo,
-    ProfileInfo,
-    TowerSpec,
     list_versions,
     promote,
     resolve_pointer,
-    seal_manifest,
     verify_bundle,
 )
 from rec_contract.event_log import append_events, read_events
-from rec_contract.naming import check_version, point_id, profile_cache_key
+from rec_contract.naming import check_version, generation_key, point_id, user_vector_key
 from rec_contract.profile_store import read_profile_vectors, write_profile_vectors
+from tests.unit._fakes import write_toy_bundle
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -71,7 +67,8 @@ def test_event_log_rejects_watermark_past_end(tmp_path: Path) -> None:
 
 def test_naming_is_stable_and_checked() -> None:
     assert point_id("item", "42") == point_id("item", "42") != point_id("user", "42")
-    assert profile_cache_key("v1", "user", "7") == "profilerec:pv:v1:user:7"
+    assert user_vector_key("v1", "7") == "profilerec:uv:v1:7"
+    assert generation_key("user", "7") == "profilerec:gen:user:7"
     with pytest.raises(ValueError):
         check_version("bad version/with slash")
 
@@ -93,37 +90,8 @@ def test_profile_vectors_roundtrip_with_masks(tmp_path: Path) -> None:
     assert not pooled[1].any()
 
 
-def _manifest(version: str) -> BundleManifest:
-    tower = TowerSpec(file="user_tower.onnx", inputs={"collab": ["B", 4]}, output="vector", output_dim=4)
-    return BundleManifest(
-        bundle_version=version,
-        model_kind="lightgcn",
-        proex=True,
-        collab_dim=4,
-        item_dim=4,
-        dataset=DatasetInfo(
-            name="toy", fingerprint="f", split_method="random", split_fingerprint="s", n_users=1, n_items=1
-        ),
-        profiles=ProfileInfo(store_version="p1", embedding_model="e", text_dim=8, k=4),
-        user_tower=tower,
-        item_tower=tower.model_copy(update={"file": "item_tower.onnx"}),
-        text_encoder=tower.model_copy(update={"file": "text_encoder.onnx"}),
-        items_collection=f"items_{version}",
-        profiles_collection="profiles_p1",
-    )
-
-
-def _write_bundle(root: Path, version: str) -> Path:
-    folder = root / version
-    folder.mkdir(parents=True)
-    for name in ("user_tower.onnx", "item_tower.onnx", "text_encoder.onnx"):
-        (folder / name).write_bytes(name.encode())
-    seal_manifest(folder, _manifest(version))
-    return folder
-
-
 def test_bundle_verification_names_the_bad_file(tmp_path: Path) -> None:
-    folder = _write_bundle(tmp_path, "v1")
+    folder = write_toy_bundle(tmp_path, "v1")
     assert verify_bundle(folder).bundle_version == "v1"
     (folder / "item_tower.onnx").write_bytes(b"ITEM_TOWER.ONNX")  # same size, different content
     with pytest.raises(BundleError, match=r"item_tower\.onnx: checksum does not match"):
@@ -134,7 +102,7 @@ def test_bundle_verification_names_the_bad_file(tmp_path: Path) -> None:
 
 
 def test_bundle_manifest_version_and_schema_checked(tmp_path: Path) -> None:
-    folder = _write_bundle(tmp_path, "v1")
+    folder = write_toy_bundle(tmp_path, "v1")
     raw = json.loads((folder / "manifest.json").read_text())
     raw["contract_version"] = 99
     (folder / "manifest.json").write_text(json.dumps(raw))
@@ -148,8 +116,8 @@ def test_bundle_manifest_version_and_schema_checked(tmp_path: Path) -> None:
 
 
 def test_promote_and_previous_pointer(tmp_path: Path) -> None:
-    _write_bundle(tmp_path, "v1")
-    _write_bundle(tmp_path, "v2")
+    write_toy_bundle(tmp_path, "v1")
+    write_toy_bundle(tmp_path, "v2")
     with pytest.raises(BundleError, match="no such bundle pointer"):
         resolve_pointer(tmp_path)
     assert promote(tmp_path, "v1") is None
@@ -166,3 +134,24 @@ def test_service_and_contract_do_not_import_torch() -> None:
         "sys.exit(f'service imported {bad}' if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_log_follower_reads_complete_lines_and_rebuilds_after_a_replacement(tmp_path: Path) -> None:
+    from rec_contract.event_log import LogFollower
+
+    log = tmp_path / "f.jsonl"
+    follower = LogFollower(log)
+    assert follower.poll() == ([], False)  # no file yet
+    append_events(log, [{"a": 1}, {"a": 2}])
+    assert follower.poll() == ([{"a": 1}, {"a": 2}], False)
+    assert follower.poll() == ([], False)
+    with log.open("ab") as fh:
+        fh.write(b'{"a": 3}')  # a line being written: not yet
+    assert follower.poll() == ([], False)
+    with log.open("ab") as fh:
+        fh.write(b"\n")
+    assert follower.poll() == ([{"a": 3}], False)
+    replacement = tmp_path / "g.jsonl"
+    append_events(replacement, [{"b": 1}])
+    replacement.replace(log)  # rotated or rewritten: read again from the start, and say so
+    assert follower.poll() == ([{"b": 1}], True)

@@ -1,18 +1,22 @@
 """The generation job with the fake backend: K rows per entity with metadata, validation fallback,
-the similarity constraint, caching and resuming after a crash."""
+the similarity constraint, caching and resuming after a crash, a cache shared between outputs, and an
+entity whose profile fails set aside while the others are written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.context import load_context
+from offline_jobs.entity_text import EntityText
 from offline_jobs.llm import ChatRequest, FakeBackend, GenerationResult
 from offline_jobs.runner import ProfileJob
-from offline_jobs.strategies import GenerationConfig
+from offline_jobs.strategies import GenerationConfig, StrategyContext
 from rec_contract.profile_store import PROFILE_COLUMNS, read_profile_vectors, read_profiles
 from tests.unit._fakes import HashEmbedder
 
@@ -258,3 +262,79 @@ def test_streaming_resume_after_a_crash_regenerates_nothing(ctx, tmp_path):
     assert len(read_profiles(tmp_path)) == 4 * (len(users) + len(items))
     again, backend = run(ctx, tmp_path, backend=StreamingFake(), users=users, items=items)
     assert again["stats"]["generated"] == 0 and backend.steps == 0
+
+
+@pytest.mark.parametrize("backend_kind", ["rounds", "streaming"])
+@pytest.mark.parametrize(
+    ("owner", "method", "stage"),
+    [
+        (EntityText, "history_text", "proex:prompt"),  # while building its first prompt
+        (StrategyContext, "row", "proex:generate"),  # after its generations
+    ],
+)
+def test_an_isolated_failure_names_the_entity_and_the_others_are_written(
+    ctx, tmp_path, monkeypatch, backend_kind, owner, method, stage
+):
+    original = getattr(owner, method)
+    bad = str(ctx.dataset.user_ids[1])
+
+    def failing(self, *args):
+        if args[:2] in ((1,), (1, None), ("user", bad)):
+            raise ValueError("invalid literal for int() with base 10: '24.0'")
+        return original(self, *args)
+
+    monkeypatch.setattr(owner, method, failing)
+    backend = StreamingFake() if backend_kind == "streaming" else FakeBackend()
+    cfg = GenerationConfig(strategy="proex", k=4, version="t1")
+    job = ProfileJob(ctx, backend, HashEmbedder(), tmp_path, cfg, max_active=4, isolate_failures=True)
+    try:
+        report = job.run([0, 1, 2], [0])
+    finally:
+        job.close()
+    [failure] = report["failed"]
+    assert (failure["entity_type"], failure["entity_id"], failure["stage"]) == ("user", bad, stage)
+    assert failure["reason"] == "ValueError: invalid literal for int() with base 10: '24.0'"
+    assert failure["where"].startswith("tests/unit/test_profile_runner.py:") and "failing" in failure["where"]
+    assert "Traceback" in failure["traceback"]
+    written = {(r["entity_type"], r["entity_id"]) for r in read_profiles(tmp_path)}
+    assert written == {("user", "1"), ("user", "3"), ("item", str(ctx.dataset.item_ids[0]))}
+    assert report["stats"]["entities_failed"] == 1 and report["entities_missing"] == 1
+    with pytest.raises(ValueError, match=r"24\.0"):  # without isolation the failure stops the job
+        run(ctx, tmp_path / "strict", users=(1,), items=())
+
+
+def test_a_shared_cache_answers_every_prompt_it_has_seen_whatever_the_output_and_inputs(ctx, tmp_path):
+    cache = tmp_path / "shared" / CACHE_FILE
+
+    def job_run(out: str, inputs: str) -> dict:
+        cfg = GenerationConfig(strategy="proex", k=4, version="t1", inputs=inputs)
+        job = ProfileJob(
+            ctx, FakeBackend(), HashEmbedder(), tmp_path / out, cfg, max_active=4, cache_path=cache
+        )
+        try:
+            return job.run([0, 1], [0])
+        finally:
+            job.close()
+
+    first = job_run("run1", "day-1")
+    assert first["stats"]["generated"] > 0 and not (tmp_path / "run1" / CACHE_FILE).exists()
+    other_inputs = job_run("run2", "day-2")  # other inputs: entities redone, every prompt answered
+    assert other_inputs["stats"]["generated"] == 0 and other_inputs["stats"]["entities_skipped"] == 0
+    assert other_inputs["stats"]["cache_hits"] >= first["stats"]["generated"]
+    same_inputs = job_run("run3", "day-2")  # the same inputs: the finished entities are reused
+    assert same_inputs["stats"]["entities_skipped"] == 3 and same_inputs["stats"]["requests"] == 0
+    texts = [
+        sorted((r["entity_id"], r["slot"], r["text"]) for r in read_profiles(tmp_path / d))
+        for d in ("run1", "run2", "run3")
+    ]
+    assert texts[0] == texts[1] == texts[2]
+
+
+def test_the_config_digest_without_extra_inputs_is_the_one_from_before():
+    cfg = GenerationConfig(strategy="proex", k=4, version="t1")
+    data = asdict(cfg)
+    del data["version"], data["inputs"]
+    legacy = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    assert (
+        cfg.digest() == legacy != GenerationConfig(strategy="proex", k=4, version="t1", inputs="x").digest()
+    )

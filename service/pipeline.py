@@ -1,0 +1,69 @@
+"""The request path as explicit stages: retrieve -> filter -> score -> order.
+
+* **retrieve**: the item index returns candidates for the user vector, with exclusions and category
+  filters pushed down into it as masks (or native filters on a Qdrant server);
+* **filter**: rules applied to candidates (here: what the user must never see again, checked once
+  more by id; a business rule such as "in stock" is one more :data:`Filter`);
+* **score**: the model's dot product, optionally adjusted by re-rankers (:data:`Scorer`);
+* **order**: best first, cut to ``n``, turned into the response rows.
+
+Each stage has one place in the per-stage latency histogram (``profilerec_stage_duration_seconds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.metrics import stage
+from service.stores.base import Exclusions, ItemHit, ItemIndex
+
+Filter = Callable[[ItemHit, "Query"], bool]
+Scorer = Callable[[list[ItemHit], "Query"], list[ItemHit]]
+
+
+@dataclass
+class Query:
+    vector: np.ndarray
+    n: int
+    exclude: Exclusions
+    categories: Sequence[str] = ()
+    explain: bool = False
+
+
+def not_excluded(hit: ItemHit, query: Query) -> bool:
+    return hit.item_id not in query.exclude.ids
+
+
+@dataclass
+class Pipeline:
+    snippet_chars: int = 200
+    filters: list[Filter] = field(default_factory=lambda: [not_excluded])
+    scorers: list[Scorer] = field(default_factory=list)
+
+    async def run(self, items: ItemIndex, query: Query) -> list[dict[str, Any]]:
+        with stage("retrieve"):
+            hits = await items.search(query.vector, query.n, query.exclude, query.categories)
+        with stage("filter"):
+            hits = [h for h in hits if all(rule(h, query) for rule in self.filters)]
+        with stage("score"):
+            for scorer in self.scorers:
+                hits = scorer(hits, query)
+        with stage("order"):
+            if self.scorers:
+                hits = sorted(hits, key=lambda h: -h.score)
+            return [self.row(h.item_id, h.score, h.payload, query.explain) for h in hits[: query.n]]
+
+    def row(self, item_id: str, score: float, payload: dict[str, Any], explain: bool) -> dict[str, Any]:
+        return {
+            "item_id": item_id,
+            "score": score,
+            "title": str(payload.get("title", item_id)),
+            "categories": list(payload.get("categories", ())),
+            "profile_snippet": str(payload.get("profile_snippet", ""))[: self.snippet_chars]
+            if explain
+            else None,
+        }

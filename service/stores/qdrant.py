@@ -1,0 +1,238 @@
+"""Qdrant as the retrieval store and the profile source: a server (``PROFILEREC_QDRANT_URL``, the
+production path, filters native), or qdrant-client's local mode on a path (one process only: it locks
+its folder; a stand-in for the server in tests).
+
+Any failure to reach Qdrant becomes :class:`DependencyUnavailableError` (503 with the reason). The
+service queries the versioned collection named in its bundle's manifest, not the alias, so a promotion
+that moves the alias and the bundle pointer can never pair a user tower with another model's items.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ApiException
+
+from rec_contract.naming import PROFILE_MULTIVECTOR, point_id
+from rec_contract.qdrant_schema import (
+    ITEMS_PAYLOAD_INDEXES,
+    item_point,
+    item_points,
+    items_vectors_config,
+)
+from service.errors import DependencyUnavailableError
+from service.metrics import DEPENDENCY_UP
+from service.stores.base import Exclusions, ItemEngine, ItemHit, ItemIndex
+
+log = logging.getLogger(__name__)
+
+# What a dead or unreachable Qdrant raises: HTTP client errors, timeouts, refused connections; the
+# local mode raises ValueError for a missing collection.
+QDRANT_ERRORS: tuple[type[BaseException], ...] = (ApiException, OSError, TimeoutError, ValueError)
+try:  # httpx is what the REST client uses; its errors do not derive from OSError
+    import httpx
+
+    QDRANT_ERRORS = (*QDRANT_ERRORS, httpx.HTTPError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class QdrantConnection:
+    """One async client, shared by the items index and the profile source."""
+
+    def __init__(
+        self, url: str | None, path: Path, api_key: str | None, timeout_s: float, exact: bool = True
+    ) -> None:
+        self.location = url or f"local:{path}"
+        self.exact = exact
+        self.server = url is not None
+        if url:
+            self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
+        else:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            self.client = AsyncQdrantClient(path=str(path))
+
+    def down(self, exc: BaseException, op: str) -> DependencyUnavailableError:
+        DEPENDENCY_UP.labels(dependency="qdrant").set(0)
+        return DependencyUnavailableError(
+            f"qdrant at {self.location} is unavailable ({op}: {type(exc).__name__}: {exc})"
+        )
+
+    async def ping(self) -> str | None:
+        try:
+            await self.client.get_collections()
+        except QDRANT_ERRORS as exc:
+            return str(self.down(exc, "ping"))
+        DEPENDENCY_UP.labels(dependency="qdrant").set(1)
+        return None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class QdrantItemIndex(ItemIndex):
+    engine = "qdrant"
+
+    def __init__(self, conn: QdrantConnection, collection: str, item_ids: Sequence[str]) -> None:
+        self.conn = conn
+        self.collection = collection
+        self.item_ids = item_ids
+
+    async def search(
+        self, vector: np.ndarray, n: int, exclude: Exclusions, categories: Sequence[str] = ()
+    ) -> list[ItemHit]:
+        excluded = {self.item_ids[i] for i in exclude.indices.tolist()} | set(exclude.ids)
+        must_not: list[Any] = []
+        if excluded:
+            must_not.append(models.HasIdCondition(has_id=[point_id("item", i) for i in excluded]))
+        must: list[Any] = []
+        if categories:
+            must.append(models.FieldCondition(key="categories", match=models.MatchAny(any=list(categories))))
+        query_filter = (
+            models.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
+        )
+        try:
+            result = await self.conn.client.query_points(
+                self.collection,
+                query=np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
+                limit=n,
+                query_filter=query_filter,
+                with_payload=True,
+                search_params=models.SearchParams(exact=True) if self.conn.exact else None,
+            )
+        except QDRANT_ERRORS as exc:
+            raise self.conn.down(exc, "search items") from exc
+        DEPENDENCY_UP.labels(dependency="qdrant").set(1)
+        return [
+            ItemHit(str((p.payload or {}).get("item_id", p.id)), float(p.score), dict(p.payload or {}))
+            for p in result.points
+        ]
+
+    async def _retrieve(self, item_ids: Sequence[str], with_vectors: bool) -> list[Any]:
+        if not item_ids:
+            return []
+        try:
+            return list(
+                await self.conn.client.retrieve(
+                    self.collection,
+                    ids=[point_id("item", i) for i in item_ids],
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            )
+        except QDRANT_ERRORS as exc:
+            raise self.conn.down(exc, "retrieve items") from exc
+
+    async def payloads(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = await self._retrieve(item_ids, False)
+        return {str(r.payload["item_id"]): dict(r.payload) for r in records if r.payload}
+
+    async def vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for r in await self._retrieve(item_ids, True):
+            if r.payload and isinstance(r.vector, list):
+                out[str(r.payload["item_id"])] = np.asarray(r.vector, dtype=np.float32)
+        return out
+
+    async def upsert(self, item_id: str, vector: np.ndarray, payload: dict[str, Any]) -> None:
+        try:
+            await self.conn.client.upsert(
+                self.collection, points=[item_point(item_id, vector, payload)], wait=True
+            )
+        except QDRANT_ERRORS as exc:
+            raise self.conn.down(exc, "upsert item") from exc
+
+    async def delete(self, item_id: str) -> bool:
+        existed = bool(await self._retrieve([item_id], False))
+        if existed:
+            try:
+                await self.conn.client.delete(
+                    self.collection,
+                    points_selector=models.PointIdsList(points=[point_id("item", item_id)]),
+                    wait=True,
+                )
+            except QDRANT_ERRORS as exc:
+                raise self.conn.down(exc, "delete item") from exc
+        return existed
+
+    async def ping(self) -> str | None:
+        return await self.conn.ping()
+
+
+class QdrantEngine(ItemEngine):
+    name = "qdrant"
+
+    def __init__(self, conn: QdrantConnection) -> None:
+        self.conn = conn
+
+    async def open(
+        self,
+        version: str,
+        collection: str,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        meta: Sequence[dict[str, Any]],
+    ) -> ItemIndex:
+        """The bundle's items collection, created and filled first when it does not exist (the
+        export job creates it on a server; a fresh local path gets it here)."""
+        client = self.conn.client
+        try:
+            if not await client.collection_exists(collection):
+                await client.create_collection(
+                    collection, vectors_config=items_vectors_config(int(vectors.shape[1]))
+                )
+                for field_name, schema in ITEMS_PAYLOAD_INDEXES.items():
+                    await client.create_payload_index(collection, field_name=field_name, field_schema=schema)
+                for batch in item_points(item_ids, vectors, meta):
+                    await client.upsert(collection, points=batch, wait=True)
+                log.info(
+                    "items collection created", extra={"collection": collection, "points": len(item_ids)}
+                )
+        except QDRANT_ERRORS as exc:
+            raise self.conn.down(exc, "open items collection") from exc
+        return QdrantItemIndex(self.conn, collection, list(item_ids))
+
+    async def ping(self) -> str | None:
+        return await self.conn.ping()
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def qdrant_profile(
+    conn: QdrantConnection, collection: str, entity_type: str, raw_id: str
+) -> tuple[np.ndarray, list[str]] | None:
+    """The K profile vectors and texts of one entity, or None when it has no profile point."""
+    try:
+        records = await conn.client.retrieve(
+            collection,
+            ids=[point_id(entity_type, raw_id)],
+            with_payload=True,
+            with_vectors=[PROFILE_MULTIVECTOR],
+        )
+    except QDRANT_ERRORS as exc:
+        raise conn.down(exc, "retrieve profile") from exc
+    if not records:
+        return None
+    record = records[0]
+    vectors = record.vector.get(PROFILE_MULTIVECTOR) if isinstance(record.vector, dict) else None
+    if not vectors:
+        return None
+    texts = [str(t) for t in (record.payload or {}).get("texts", [])]
+    return np.asarray(vectors, dtype=np.float32), texts
+
+
+async def qdrant_upsert_profile(conn: QdrantConnection, collection: str, point: models.PointStruct) -> None:
+    try:
+        if not await conn.client.collection_exists(collection):
+            raise DependencyUnavailableError(
+                f"profiles collection {collection} does not exist in qdrant at {conn.location}"
+            )
+        await conn.client.upsert(collection, points=[point], wait=True)
+    except QDRANT_ERRORS as exc:
+        raise conn.down(exc, "upsert profile") from exc
