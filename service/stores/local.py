@@ -110,7 +110,7 @@ class ItemOverlay:
         self.payloads: list[dict[str, Any]] = []
         self.alive = np.zeros(16, dtype=bool)
         self.base_rows = np.full(16, -1, np.int64)  # the catalogue row an overlay row replaces, or -1
-        self.categories: list[set[str]] = []
+        self.category_rows: dict[str, np.ndarray] = {}  # category -> bool over overlay rows
         self.shadowed: set[int] = set()  # catalogue rows replaced or deleted by the overlay
         self.deleted: set[str] = set()
         self._shadow_array = np.zeros(0, np.int64)
@@ -138,15 +138,21 @@ class ItemOverlay:
                     self.vectors = np.concatenate([self.vectors, np.zeros_like(self.vectors)])
                     self.alive = np.concatenate([self.alive, np.zeros_like(self.alive)])
                     self.base_rows = np.concatenate([self.base_rows, np.full_like(self.base_rows, -1)])
+                    for name, rows in self.category_rows.items():
+                        self.category_rows[name] = np.concatenate([rows, np.zeros_like(rows)])
                 self.ids.append(item_id)
                 self.payloads.append({})
-                self.categories.append(set())
                 self.row_of[item_id] = row
                 self.base_rows[row] = -1 if base_row is None else base_row
             self.vectors[row] = vector
             payload = dict(event.get("payload") or {})
             self.payloads[row] = payload
-            self.categories[row] = {str(c) for c in payload.get("categories", [])}
+            for rows in self.category_rows.values():
+                rows[row] = False
+            for name in {str(c) for c in payload.get("categories", [])}:
+                if name not in self.category_rows:
+                    self.category_rows[name] = np.zeros(len(self.vectors), dtype=bool)
+                self.category_rows[name][row] = True
             self.alive[row] = True
             self.deleted.discard(item_id)
         elif op == "delete":
@@ -179,10 +185,12 @@ class ItemOverlay:
             if row is not None:
                 scores[row] = -np.inf
         if categories:
-            wanted = set(categories)
-            for row in range(count):
-                if not (self.categories[row] & wanted):
-                    scores[row] = -np.inf
+            allowed = np.zeros(count, dtype=bool)
+            for name in categories:
+                rows = self.category_rows.get(name)
+                if rows is not None:
+                    allowed |= rows[:count]
+            scores[~allowed] = -np.inf
         order = top_n(scores, n)
         return [(int(r), float(scores[r])) for r in order]
 

@@ -108,3 +108,6 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
         "/readyz",
     ):
         assert path in paths
+    assert {"put", "delete"} <= set(paths["/v1/items/{item_id}"])
+    answer = paths["/v1/users/{user_id}/recommendations"]["get"]["responses"]["200"]["content"]
+    assert answer["application/json"]["schema"]["$ref"].endswith("/RecommendationResponse")
