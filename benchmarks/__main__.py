@@ -13,6 +13,8 @@ BENCHMARKS = {
     "profile_signal": "benchmarks.profile_signal",
     "serve_latency": "benchmarks.serve_latency",
     "refresh_cost": "benchmarks.refresh_cost",
+    "day_in_the_life": "benchmarks.day_in_the_life",
+    "retrieval_scale": "benchmarks.retrieval_scale",
 }
 
 

@@ -8,8 +8,9 @@ Lua script that varies the request:
 
 * ``floor``: GET /ping of the minimal app;
 * ``known_warm``: random known users, the user-vector cache warmed for all of them first;
-* ``known_no_cache``: random known users with no Redis (every request reads the user's profiles and
-  runs the user tower: the cold-cache path);
+* ``known_no_cache``: random known users with no Redis and no in-worker cache
+  (``PROFILEREC_LOCAL_CACHE_ENTRIES=0``): every request reads the user's profiles, runs the user tower
+  and searches the whole catalogue (the cold-cache path);
 * ``cold_liked``: POST /v1/recommendations with three random liked items;
 * ``cold_text``: the same with a sentence of text only (the text encoder runs on every request);
 * ``cold_liked_text``: three liked items and a sentence.
@@ -217,7 +218,9 @@ def _redis() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _service(bundles_root: Path, redis_url: str, work: Path, workers: int) -> Iterator[str]:
+def _service(
+    bundles_root: Path, redis_url: str, work: Path, workers: int, local_cache_entries: int = 10_000
+) -> Iterator[str]:
     port = _free_port()
     run = work / f"service-{port}"
     run.mkdir()
@@ -228,6 +231,7 @@ def _service(bundles_root: Path, redis_url: str, work: Path, workers: int) -> It
         "PROFILEREC_RELOAD_INTERVAL_S": "0",
         "PROFILEREC_LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": "",
+        "PROFILEREC_LOCAL_CACHE_ENTRIES": str(local_cache_entries),
     }
     cmd = [
         sys.executable,
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                             {"scenario": scenario, "workers": workers, "connections": connections, **row}
                         )
             if "known_no_cache" in args.scenarios:
-                with _service(args.bundles_root, "", work, workers) as url:
+                with _service(args.bundles_root, "", work, workers, local_cache_entries=0) as url:
                     for connections in args.connections:
                         row = _measure(url, scripts["known_no_cache"], args, connections, stages=True)
                         row["x_floor_rps"] = row["req_per_s"] / floor[connections]

@@ -239,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--eval-every", type=int, default=5)
     ret.add_argument("--patience", type=int, default=10)
     ret.add_argument("--no-promote", action="store_true")
+    ret.add_argument(
+        "--profile-store",
+        default=os.environ.get("PROFILEREC_PROFILE_STORE") or None,
+        help="the live profile store to train with (default PROFILEREC_PROFILE_STORE, as the refresh "
+        "reads it; else the live bundle's)",
+    )
 
     sub.add_parser("rollback", help="make the previous bundle live again")
     sub.add_parser("status", help="the live and previous bundles")
@@ -285,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 eval_every=args.eval_every,
                 patience=args.patience,
                 data_dir=Path(args.data_dir) if args.data_dir else None,
+                profile_store=Path(args.profile_store) if args.profile_store else None,
                 promote=not args.no_promote,
             )
             with _qdrant(args, required=False) as client:

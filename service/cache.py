@@ -25,9 +25,14 @@ import logging
 import secrets
 import struct
 import time
+from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from rec_contract.naming import generation_key, user_vector_key
@@ -54,6 +59,37 @@ def decode_entry(raw: bytes) -> tuple[str, np.ndarray]:
     return tag, np.frombuffer(raw, dtype="<f4", offset=_LEN.size + size)
 
 
+class TaggedLru:
+    """A bounded in-process LRU whose entries are valid only under the tag they were stored with.
+
+    Used for what a worker can check without a round trip: user vectors when the profile source's
+    changes all reach this process (:attr:`service.profiles.ProfileSource.local_revisions`: the local
+    tag, feedback count and profile revision, is the whole truth), and users' candidate lists (tagged
+    with the vector's tag and the item index's revision)."""
+
+    def __init__(self, max_entries: int, counted: bool = False) -> None:
+        self.max_entries = max_entries
+        self.counted = counted
+        self.entries: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+
+    def get(self, key: tuple[str, str], tag: str) -> Any | None:
+        found = self.entries.get(key)
+        if found is None or found[0] != tag:
+            return None
+        self.entries.move_to_end(key)
+        if self.counted:
+            HIT.inc()
+        return found[1]
+
+    def put(self, key: tuple[str, str], tag: str, value: Any) -> None:
+        if self.max_entries <= 0:
+            return
+        self.entries[key] = (tag, value)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
 class VectorCache:
     def __init__(self, url: str | None, timeout_s: float, ttl_s: int, retry_after_s: float) -> None:
         self.url = url
@@ -63,7 +99,14 @@ class VectorCache:
         self.last_error: str | None = None
         self.client: aioredis.Redis | None = (
             aioredis.Redis.from_url(
-                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=30,
+                # after a Redis restart every pooled connection is dead: retry once, at once, on a
+                # new one instead of failing (found by the issue-15 replay: /readyz said degraded and
+                # the cache was skipped for retry_after_s); a timeout is not retried
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
             if url
             else None

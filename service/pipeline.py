@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from service.cache import TaggedLru
 from service.metrics import stage
 from service.stores.base import Exclusions, ItemHit, ItemIndex
 
@@ -43,10 +44,33 @@ class Pipeline:
     snippet_chars: int = 200
     filters: list[Filter] = field(default_factory=lambda: [not_excluded])
     scorers: list[Scorer] = field(default_factory=list)
+    candidates: TaggedLru = field(default_factory=lambda: TaggedLru(0))
+    max_n: int = 100
 
-    async def run(self, items: ItemIndex, query: Query) -> list[dict[str, Any]]:
+    async def retrieve(
+        self, items: ItemIndex, query: Query, key: tuple[str, str] | None, tag: str
+    ) -> list[ItemHit]:
+        """The index's best items for the query; with a ``key`` (a user asking again with no filter of
+        its own), the user's top ``max_n`` candidates are kept, valid under ``tag`` and the index's
+        revision, and later answers are cut from them."""
+        revision = items.revision
+        if key is None or revision is None:
+            return await items.search(query.vector, query.n, query.exclude, query.categories)
+        full_tag = f"{tag}|{revision}"
+        cached = self.candidates.get(key, full_tag)
+        if cached is None:
+            hits = await items.search(query.vector, max(query.n, self.max_n), query.exclude)
+            self.candidates.put(key, full_tag, [(h.item_id, h.score) for h in hits])
+            return hits[: query.n]
+        wanted = cached[: query.n]
+        payloads = await items.payloads([item_id for item_id, _ in wanted])
+        return [ItemHit(i, s, payloads[i]) for i, s in wanted if i in payloads]
+
+    async def run(
+        self, items: ItemIndex, query: Query, key: tuple[str, str] | None = None, tag: str = ""
+    ) -> list[dict[str, Any]]:
         with stage("retrieve"):
-            hits = await items.search(query.vector, query.n, query.exclude, query.categories)
+            hits = await self.retrieve(items, query, key, tag)
         with stage("filter"):
             hits = [h for h in hits if all(rule(h, query) for rule in self.filters)]
         with stage("score"):

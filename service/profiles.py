@@ -46,6 +46,10 @@ class EntityProfiles:
 
 
 class ProfileSource(abc.ABC):
+    # True when every profile change reaches this process through :meth:`sync` (so :meth:`revision`
+    # is the whole truth); False when others write the store directly (a Qdrant server).
+    local_revisions = False
+
     def sync(self) -> None:  # noqa: B027 - optional hook
         """Apply profile writes made by other processes."""
 
@@ -71,6 +75,8 @@ class ProfileSource(abc.ABC):
 
 
 class LocalProfiles(ProfileSource):
+    local_revisions = True
+
     def __init__(
         self,
         folder: Path,

@@ -39,7 +39,7 @@ from service.schemas import (
     Strategy,
 )
 from service.stores.base import EMPTY_INDICES, Exclusions
-from service.towers import item_vector, user_vector
+from service.towers import item_vector, user_feeds
 
 STRATEGY_COUNTERS = {
     s: RECOMMENDATIONS.labels(strategy=s) for s in ("personalized", "profile_only", "popular")
@@ -108,6 +108,21 @@ def _exclusions(
     return Exclusions(indices=indices, ids=ids), known
 
 
+async def _cached_user_vector(
+    rt: Runtime, live: Live, user_id: str, local_tag: str
+) -> tuple[np.ndarray | None, str | None]:
+    """The user's cached vector (this worker's memory, else Redis) and the Redis generation token."""
+    key = (live.version, user_id)
+    local = live.profiles.local_revisions
+    found: np.ndarray | None = rt.local_cache.get(key, local_tag) if local else None
+    if found is not None:
+        return found, None
+    vector, token = await rt.cache.get_user_vector(live.version, user_id, local_tag)
+    if vector is not None and local:
+        rt.local_cache.put(key, local_tag, vector)
+    return vector, token
+
+
 async def recommend_for_user(
     rt: Runtime, user_id: str, n: int, categories: Sequence[str], exclude: Sequence[str], explain: bool
 ) -> dict[str, Any]:
@@ -124,8 +139,9 @@ async def recommend_for_user(
     has_collab = user is not None or bool(liked)
 
     local_tag = f"{len(feedback)}|{live.profiles.revision('user', user_id)}"
+    local = live.profiles.local_revisions
     with stage("cache"):
-        vector, token = await rt.cache.get_user_vector(live.version, user_id, local_tag)
+        vector, token = await _cached_user_vector(rt, live, user_id, local_tag)
     profiles = None
     if vector is None or explain:
         with stage("profiles"):
@@ -136,11 +152,17 @@ async def recommend_for_user(
         return _answer(live, "popular", items, user_id, texts)
     if vector is None:
         with stage("user_tower"):
-            vector = await asyncio.to_thread(
-                user_vector, bundle, user, liked, profiles.vectors if profiles else None
-            )
+            feeds = user_feeds(bundle, user, liked, profiles.vectors if profiles else None)
+            vector = (await live.user_tower(feeds))[0]
         await rt.cache.put_user_vector(live.version, user_id, token, local_tag, vector)
-    items = await rt.pipeline.run(live.items, Query(vector, n, excluded, categories, explain))
+        if local:
+            rt.local_cache.put((live.version, user_id), local_tag, vector)
+    query = Query(vector, n, excluded, categories, explain)
+    # the same request again (no filter of its own) can reuse the user's candidates while nothing
+    # they depend on changed: the vector (feedback, profiles) and the items (the index's revision)
+    reuse = local and not categories and not exclude
+    key = (live.version, user_id) if reuse else None
+    items = await rt.pipeline.run(live.items, query, key, local_tag)
     return _answer(live, "personalized" if has_collab else "profile_only", items, user_id, texts)
 
 
@@ -172,7 +194,7 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
     profile_rows: list[np.ndarray] = []
     if request.text is not None:
         with stage("text_encoder"):
-            profile_rows.append(await asyncio.to_thread(bundle.text_encoder.encode, [request.text]))
+            profile_rows.append(await live.encode_text(request.text))
     if bundle.manifest.proex:
         for item_id in added:  # items known only by text: their text profiles stand in for them
             found = await live.profiles.get("item", item_id)
@@ -187,7 +209,7 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
         items = await popular_items(rt, live, request.n, excluded, request.categories, request.explain)
         return _answer(live, "popular", items, None, texts)
     with stage("user_tower"):
-        vector = await asyncio.to_thread(user_vector, bundle, None, liked, profiles)
+        vector = (await live.user_tower(user_feeds(bundle, None, liked, profiles)))[0]
     query = Query(vector, request.n, excluded, request.categories, request.explain)
     items = await rt.pipeline.run(live.items, query)
     return _answer(live, "personalized" if liked else "profile_only", items, None, texts)

@@ -28,7 +28,8 @@ from service.schemas import (
 EntityPath = Annotated[str, Path(min_length=1, max_length=128)]
 
 
-def runtime(request: Request) -> Runtime:
+# Dependencies are coroutines: a plain `def` dependency runs in the threadpool, a thread hop per request.
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 
@@ -36,7 +37,7 @@ def runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def require_api_key(request: Request, rt: RuntimeDep) -> None:
+async def require_api_key(request: Request, rt: RuntimeDep) -> None:
     expected = rt.settings.api_key
     if expected is not None and request.headers.get(rt.settings.api_key_header) != expected:
         raise UnauthorizedError(f"missing or wrong {rt.settings.api_key_header} header")
@@ -45,7 +46,7 @@ def require_api_key(request: Request, rt: RuntimeDep) -> None:
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
 
 
-def require_admin(request: Request, rt: RuntimeDep) -> None:
+async def require_admin(request: Request, rt: RuntimeDep) -> None:
     expected = rt.settings.admin_api_key
     if expected is None:
         host = request.client.host if request.client else ""

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rec_contract.bundle import BundleError, resolve_pointer
+from service.batching import MicroBatcher
 from service.bundle_runtime import LoadedBundle, load_bundle
-from service.cache import VectorCache
+from service.cache import TaggedLru, VectorCache
+from service.catalogue_sync import reconcile_items
 from service.errors import DependencyUnavailableError, NotReadyError
 from service.feedback_index import FeedbackIndex
 from service.metrics import BUNDLE_RELOADS, set_model_info
@@ -26,6 +28,7 @@ from service.settings import ServiceSettings
 from service.stores.base import ItemEngine, ItemIndex
 from service.stores.local import LocalEngine
 from service.stores.qdrant import QdrantConnection, QdrantEngine
+from service.towers import stack_feeds
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,14 @@ class Live:
     bundle: LoadedBundle
     items: ItemIndex
     profiles: ProfileSource
+    encode_text: MicroBatcher = field(init=False)
+    user_tower: MicroBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Concurrent requests share text-encoder and user-tower calls (see service.batching)."""
+        tower = self.bundle.user_tower
+        self.encode_text = MicroBatcher(self.bundle.text_encoder.encode)
+        self.user_tower = MicroBatcher(lambda feeds: tower(**stack_feeds(feeds)))
 
     @property
     def version(self) -> str:
@@ -70,6 +81,7 @@ class Runtime:
     cache: VectorCache
     feedback: FeedbackIndex
     pipeline: Pipeline
+    local_cache: TaggedLru
     qdrant: QdrantConnection | None = None
     holder: BundleHolder = field(default_factory=BundleHolder)
 
@@ -95,7 +107,12 @@ class Runtime:
             bundle.items_meta,
         )
         profiles = await asyncio.to_thread(self._profiles, bundle)
-        return Live(bundle, items, profiles)
+        live = Live(bundle, items, profiles)
+        # what the API changed while another bundle was live (the catalogue log is the record)
+        await reconcile_items(
+            live, self.settings.catalog_log, self.settings.online_dir, self.settings.snippet_chars
+        )
+        return live
 
     async def refresh_bundle(self) -> bool:
         """Load the bundle ``current`` points at, if it differs from the one served. True if switched."""
@@ -178,6 +195,11 @@ def build_runtime(settings: ServiceSettings) -> Runtime:
             settings.redis_url, settings.redis_timeout_s, settings.cache_ttl_s, settings.redis_retry_after_s
         ),
         feedback=FeedbackIndex(settings.feedback_log),
-        pipeline=Pipeline(snippet_chars=settings.snippet_chars),
+        pipeline=Pipeline(
+            snippet_chars=settings.snippet_chars,
+            candidates=TaggedLru(settings.local_cache_entries),
+            max_n=settings.max_n,
+        ),
+        local_cache=TaggedLru(settings.local_cache_entries, counted=True),
         qdrant=qdrant,
     )

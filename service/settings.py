@@ -50,6 +50,9 @@ class ServiceSettings(BaseSettings):
     redis_timeout_s: float = Field(0.05, gt=0, description="socket timeout; a slow cache is skipped")
     redis_retry_after_s: float = Field(5.0, ge=0, description="after a Redis error, skip it this long")
     cache_ttl_s: int = Field(6 * 3600, gt=0)
+    local_cache_entries: int = Field(
+        10_000, ge=0, description="user vectors kept in each worker's memory (in-process profiles only)"
+    )
     ready_requires_redis: bool = Field(False, description="if true, /readyz is 503 while Redis is down")
 
     # Feedback log the refresh job reads

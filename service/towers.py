@@ -22,14 +22,29 @@ from service.bundle_runtime import LoadedBundle, OnnxTower
 
 
 def profile_inputs(bundle: LoadedBundle, vectors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``profiles [1, k, d]`` and ``profile_mask [1, k]`` (one masked zero slot if none)."""
+    """``profiles [1, k, d]`` and ``profile_mask [1, k]`` (one masked zero slot if none).
+
+    One row (a cold-start text, an item known only by text) is a profile of every slot, so it is
+    repeated k times (the Mult-VAE ProEx tower adds slot j's profile to the mean of slot j over the
+    history; a profile axis of 1 was broadcast to the same result, but padded with masked slots in a
+    micro-batch it would not be). Between 1 and k rows (a text with items known only by text, an
+    entity with fewer profiles) are padded with masked zero slots: the exported Mult-VAE ProEx tower
+    fixes the profile axis at the bundle's k although the manifest names it ``K``, and failed on
+    2..k-1 rows (a 500, found by the issue-15 replay)."""
     dim = bundle.manifest.profiles.text_dim
     if vectors is None or len(vectors) == 0:
         return np.zeros((1, 1, dim), np.float32), np.zeros((1, 1), np.float32)
-    kept = np.asarray(vectors, dtype=np.float32)[: max(1, bundle.manifest.profiles.k)]
+    k = max(1, bundle.manifest.profiles.k)
+    kept = np.asarray(vectors, dtype=np.float32)[:k]
     if kept.shape[1] != dim:
         raise ValueError(f"profile vectors have dimension {kept.shape[1]}, the model expects {dim}")
-    return kept[None], np.ones((1, len(kept)), np.float32)
+    if len(kept) in (1, k):
+        return np.repeat(kept, k // len(kept), axis=0)[None], np.ones((1, k), np.float32)
+    profiles = np.zeros((1, k, dim), np.float32)
+    profiles[0, : len(kept)] = kept
+    mask = np.zeros((1, k), np.float32)
+    mask[0, : len(kept)] = 1.0
+    return profiles, mask
 
 
 def _collab(
@@ -66,6 +81,23 @@ def user_feeds(
     if "profiles" in names:
         feeds["profiles"], feeds["profile_mask"] = profile_inputs(bundle, profiles)
     return feeds
+
+
+def stack_feeds(feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several requests' tower inputs as one batch (profile slots padded with masked zeros)."""
+    if len(feeds) == 1:
+        return feeds[0]
+    out: dict[str, np.ndarray] = {}
+    k = max((f["profiles"].shape[1] for f in feeds if "profiles" in f), default=0)
+    for name in feeds[0]:
+        parts = [f[name] for f in feeds]
+        if name in ("profiles", "profile_mask"):
+            parts = [
+                np.pad(p, [(0, 0), (0, k - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) if p.shape[1] < k else p
+                for p in parts
+            ]
+        out[name] = np.concatenate(parts, axis=0)
+    return out
 
 
 def user_vector(

@@ -49,6 +49,12 @@ class ItemIndex(abc.ABC):
 
     engine: str = ""
 
+    @property
+    def revision(self) -> int | None:
+        """A number that changes with every write this process has applied, or None when writes can
+        happen without this process seeing them (then nothing derived from the index is kept)."""
+        return None
+
     def sync(self) -> None:  # noqa: B027 - optional hook
         """Apply writes made by other processes since the last call (cheap when there are none)."""
 

@@ -101,6 +101,7 @@ class ItemOverlay:
         self.dim = dim
         self.path = path
         self.follower = LogFollower(path)
+        self.applied = 0  # changes applied so far (the index's revision)
         self._clear()
 
     def _clear(self) -> None:
@@ -119,8 +120,10 @@ class ItemOverlay:
         events, reset = self.follower.poll()
         if reset:
             self._clear()
+            self.applied += 1
         for event in events:
             self.apply(event)
+        self.applied += len(events)
 
     def apply(self, event: dict[str, Any]) -> None:
         item_id = str(event.get("item_id", ""))
@@ -220,6 +223,10 @@ class LocalItemIndex(ItemIndex):
 
     def sync(self) -> None:
         self.overlay.sync()
+
+    @property
+    def revision(self) -> int | None:
+        return self.overlay.applied
 
     def _base_payload(self, row: int) -> dict[str, Any]:
         info = self.meta[row]

@@ -129,3 +129,21 @@ def test_a_cached_vector_never_outlives_a_profile_refresh(artefacts, redis_serve
         assert vector is None  # the late write is a miss, not a stale hit
         body = client.get(f"/v1/users/{user}/recommendations?n=3&explain=true").json()
         assert body["user_profiles"] == ["refreshed"]
+
+
+def test_kept_candidates_follow_deletions_and_edits(artefacts, redis_server, flushed, tmp_path) -> None:
+    """A user asking again is answered from kept candidates; an item deleted or edited through the API
+    (by another worker) is reflected in the very next answer."""
+    settings = _settings(artefacts, "multvae", tmp_path, redis_server.url)
+    user = str(artefacts.dataset.user_ids[8])
+    url = f"/v1/users/{user}/recommendations?n=5"
+    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+        first = two.get(url).json()["items"]
+        assert two.get(url).json()["items"] == first  # the second answer comes from the kept candidates
+        edited = {"title": "Renamed", "text": "a new description", "categories": ["Documentary"]}
+        assert one.put(f"/v1/items/{first[1]['item_id']}", json=edited).status_code == 200
+        again = two.get(url).json()["items"]
+        assert again[1]["item_id"] == first[1]["item_id"] and again[1]["title"] == "Renamed"
+        assert one.delete(f"/v1/items/{first[0]['item_id']}").status_code == 204
+        after = [i["item_id"] for i in two.get(url).json()["items"]]
+        assert first[0]["item_id"] not in after and len(after) == 5

@@ -107,19 +107,26 @@ def test_served_top_n_equals_offline_model(
 
 
 def test_user_vector_cache_miss_then_hit(artefacts, lightgcn_client: TestClient, flushed_redis) -> None:
+    def hits() -> float:
+        for line in lightgcn_client.get("/metrics").text.splitlines():
+            if line.startswith('profilerec_profile_cache_requests_total{result="hit"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     user = str(artefacts.dataset.user_ids[3])
     version = lightgcn_client.app.state.runtime.holder.current.version  # type: ignore[attr-defined]
     key = user_vector_key(version, user)
     assert flushed_redis.get(key) is None
+    before = hits()
     first = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5").json()
+    assert hits() == before  # a miss
     ttl = flushed_redis.ttl(key)
     assert 0 < ttl <= ServiceSettings().cache_ttl_s  # filled on the miss, with a TTL
     assert flushed_redis.get(generation_key("user", user))  # the token it is valid under
     second = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=5").json()
     assert first["items"] == second["items"]
-    metrics = lightgcn_client.get("/metrics").text
-    assert 'profilerec_profile_cache_requests_total{result="hit"} 1.0' in metrics
-    assert 'profilerec_profile_cache_requests_total{result="miss"}' in metrics
+    assert hits() == before + 1
+    assert 'profilerec_profile_cache_requests_total{result="miss"}' in lightgcn_client.get("/metrics").text
 
 
 def test_explain_adds_profiles_and_snippets(artefacts, lightgcn_client: TestClient) -> None:
