@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,13 @@ from rec_contract.qdrant_schema import item_payload
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive lock across processes, waited for in a thread (never blocking the event loop)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -56,12 +57,12 @@ async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_
     from service.recommender import item_text
     from service.towers import item_vector
 
-    states = final_states(catalog_log)
+    states = await asyncio.to_thread(final_states, catalog_log)
     done = {"deleted": 0, "added": 0, "edited": 0}
     if not states:
         return done
     bundle, items = live.bundle, live.items
-    with _file_lock(lock_dir / f"reconcile-{bundle.version}.lock"):
+    async with _file_lock(lock_dir / f"reconcile-{bundle.version}.lock"):
         items.sync()  # what another worker applied already
         known = await items.payloads(list(states))
         for item_id, event in states.items():
