@@ -187,7 +187,7 @@ def build_runtime(settings: ServiceSettings) -> Runtime:
         engine = QdrantEngine(qdrant)
     else:
         kind = "auto" if settings.engine == "auto" else settings.engine
-        engine = LocalEngine(settings.online_dir, kind, settings.edge_above_items)
+        engine = LocalEngine(settings.online_dir, kind, settings.edge_above_items, settings.edge_ef)
     return Runtime(
         settings=settings,
         engine=engine,

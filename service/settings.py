@@ -32,6 +32,9 @@ class ServiceSettings(BaseSettings):
         "qdrant_url, or qdrant-client's local mode on qdrant_path (one process only)",
     )
     edge_above_items: int = Field(200_000, gt=0, description="auto: qdrant-edge above this many items")
+    edge_ef: int = Field(
+        128, gt=0, description="qdrant-edge search ef: recall against latency (benchmarks/retrieval_scale)"
+    )
     online_dir: Path = Field(
         None, description="logs of what the API changed since the bundle (default <work_dir>/online)"
     )  # type: ignore[assignment]

@@ -314,10 +314,13 @@ class LocalItemIndex(ItemIndex):
 class LocalEngine(ItemEngine):
     """In-process indexes; ``kind``: ``exact``, ``edge`` or ``auto`` (edge above ``edge_above`` items)."""
 
-    def __init__(self, online_dir: Path, kind: str = "auto", edge_above: int = 200_000) -> None:
+    def __init__(
+        self, online_dir: Path, kind: str = "auto", edge_above: int = 200_000, edge_ef: int = 128
+    ) -> None:
         self.online_dir = Path(online_dir)
         self.kind = kind
         self.edge_above = edge_above
+        self.edge_ef = edge_ef
         self.name = f"local-{kind}"
 
     def overlay_path(self, version: str) -> Path:
@@ -340,7 +343,7 @@ class LocalEngine(ItemEngine):
             from service.stores.edge import EdgeBase
 
             base = await asyncio.to_thread(
-                EdgeBase.open, self.online_dir / f"edge-{version}", vectors, categories
+                EdgeBase.open, self.online_dir / f"edge-{version}", vectors, categories, ef=self.edge_ef
             )
         else:
             base = ExactBase(vectors, categories)
