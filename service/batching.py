@@ -21,8 +21,6 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.pending: list[tuple[Any, asyncio.Future[np.ndarray]]] = []
         self.running = False
-        self.batches = 0
-        self.rows = 0
 
     async def __call__(self, item: Any) -> np.ndarray:
         """The model's output row for ``item`` (shape ``[1, ...]``)."""
@@ -44,8 +42,6 @@ class MicroBatcher:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                self.batches += 1
-                self.rows += len(batch)
                 for row, (_, future) in enumerate(batch):
                     if not future.done():
                         future.set_result(out[row : row + 1])

@@ -112,10 +112,6 @@ class VectorCache:
             else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        return self.client is not None
-
     def _available(self) -> bool:
         return self.client is not None and time.monotonic() >= self._skip_until
 

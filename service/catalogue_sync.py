@@ -54,8 +54,7 @@ def final_states(catalog_log: Path) -> dict[str, dict[str, Any]]:
 
 async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_chars: int) -> dict[str, int]:
     """Apply the catalogue log's final item states to ``live`` (a ``service.runtime.Live``)."""
-    from service.recommender import item_text
-    from service.towers import item_vector
+    from service.recommender import encode_text_item, item_text
 
     states = await asyncio.to_thread(final_states, catalog_log)
     done = {"deleted": 0, "added": 0, "edited": 0}
@@ -80,15 +79,13 @@ async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_
                     vector = np.asarray(bundle.item_vectors[index], np.float32)
                     source, popularity = "model", int(bundle.items_meta[index].get("popularity", 0))
                 else:
-                    text_vec = await asyncio.to_thread(
-                        bundle.text_encoder.encode, [item_text(title, categories, text)]
+                    description = item_text(title, categories, text)
+                    text_vec, vector, source = await asyncio.to_thread(
+                        encode_text_item, live, item_id, description
                     )
-                    vector, source = await asyncio.to_thread(item_vector, bundle, None, text_vec)
                     popularity = 0
                     if await live.profiles.get("item", item_id) is None:
-                        await live.profiles.upsert(
-                            "item", item_id, text_vec, [item_text(title, categories, text)], "item_text"
-                        )
+                        await live.profiles.upsert("item", item_id, text_vec, [description], "item_text")
                 new = item_payload(
                     item_id,
                     -1 if index is None else index,

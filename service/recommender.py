@@ -221,7 +221,8 @@ def item_text(title: str, categories: Sequence[str], text: str) -> str:
     return f"{head}: {text}"
 
 
-def _encode_new_item(live: Live, item_id: str, description: str) -> tuple[np.ndarray, np.ndarray, str]:
+def encode_text_item(live: Live, item_id: str, description: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """An item known by its text: its text embedding, its vector through the item tower, the source."""
     text_vec = live.bundle.text_encoder.encode([description])
     vector, source = item_vector(live.bundle, live.bundle.item_index.get(item_id), text_vec)
     return text_vec, vector, source
@@ -243,7 +244,7 @@ async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> 
         source = "model"
     else:
         with stage("item_tower"):
-            text_vec, vector, source = await asyncio.to_thread(_encode_new_item, live, item_id, description)
+            text_vec, vector, source = await asyncio.to_thread(encode_text_item, live, item_id, description)
         popularity = 0
         with stage("profiles_upsert"):
             await live.profiles.upsert("item", item_id, text_vec, [description], "item_text")

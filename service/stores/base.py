@@ -33,9 +33,6 @@ class Exclusions:
     indices: np.ndarray = field(default_factory=lambda: EMPTY_INDICES)
     ids: frozenset[str] = frozenset()
 
-    def __len__(self) -> int:
-        return len(self.indices) + len(self.ids)
-
 
 @dataclass
 class ItemHit:
@@ -81,10 +78,6 @@ class ItemIndex(abc.ABC):
     @abc.abstractmethod
     async def delete(self, item_id: str) -> bool:
         """Remove an item from every later answer. False if it did not exist."""
-
-    async def ping(self) -> str | None:
-        """None when the store answers, else the reason."""
-        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the index holds."""

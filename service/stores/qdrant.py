@@ -160,9 +160,6 @@ class QdrantItemIndex(ItemIndex):
                 raise self.conn.down(exc, "delete item") from exc
         return existed
 
-    async def ping(self) -> str | None:
-        return await self.conn.ping()
-
 
 class QdrantEngine(ItemEngine):
     name = "qdrant"
