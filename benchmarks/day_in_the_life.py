@@ -287,7 +287,7 @@ class NewItem:
 
     @property
     def description(self) -> str:
-        from service.recommender import item_text
+        from rec_contract.content import item_text
 
         return item_text(self.title, self.categories, self.text)
 

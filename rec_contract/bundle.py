@@ -13,7 +13,11 @@ A bundle is one immutable, versioned folder under a bundles root::
         item_vectors.npy       final item vectors [n_items, item_dim] (the Qdrant items collection)
         collab_users.npy       LightGCN only: collaborative user vectors [n_users, d]
         collab_items.npy       LightGCN only: collaborative item vectors (cold-start fold-in)
-        interactions.npz       the user x item interactions the service treats as seen (CSR)
+        interactions.npz       the model's input history (the training split, CSR)
+        seen.npz               every interaction of every split: never recommended again (CSR)
+        item_content.npy       each item's title and categories embedded by the text encoder [n_items, d]
+                               (text requests, neighbours of new items; see rec_contract.content)
+        user_profiles.npy ...  ProEx only: profile vectors, masks and texts (profile_texts.jsonl)
     <root>/current -> <version>   the live pointer (a symlink switched atomically)
     <root>/previous -> <version>  what `current` pointed at before the last promotion (rollback)
 

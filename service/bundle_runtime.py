@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rec_contract.bundle import BundleError, BundleManifest, TowerSpec, read_manifest, verify_bundle
+from rec_contract.content import CONTENT_FILE
 from rec_contract.text_encoder import OnnxTextEncoder
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class LoadedBundle:
     history: SeenIndex  # the model's input history (what it was trained on)
     seen: SeenIndex  # what is never recommended again (every interaction the bundle was built from)
     item_vectors: np.ndarray
+    item_content: np.ndarray | None  # [n_items, text_dim], L2-normalised (rec_contract.content)
     collab_users: np.ndarray | None
     collab_items: np.ndarray | None
     user_tower: OnnxTower
@@ -124,6 +126,26 @@ def _csr(path: Path, n_users: int) -> SeenIndex:
     if len(csr.indptr) != n_users + 1:
         raise BundleError(f"{path}: indptr length does not match the users")
     return csr
+
+
+def _item_content(folder: Path, n_items: int, dim: int) -> np.ndarray | None:
+    """The bundle's item content vectors; a bundle exported before they existed falls back to the
+    normalised mean of each item's profile vectors (weaker: they describe who watched it), else None
+    (text requests then go through the user tower alone)."""
+    path = folder / CONTENT_FILE
+    if path.exists():
+        content = np.load(path).astype(np.float32)
+    elif (folder / "item_profiles.npy").exists() and (folder / "item_profile_mask.npy").exists():
+        log.warning("bundle has no %s: item content falls back to the mean item profile", CONTENT_FILE)
+        vectors = np.load(folder / "item_profiles.npy")
+        weights = np.load(folder / "item_profile_mask.npy").astype(np.float32)[..., None]
+        content = ((vectors * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)).astype(np.float32)
+        content /= np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
+    else:
+        return None
+    if content.shape != (n_items, dim):
+        raise BundleError(f"{path}: shape {content.shape} != ({n_items}, {dim})")
+    return content
 
 
 def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBundle:
@@ -171,6 +193,7 @@ def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBund
         history=history,
         seen=seen,
         item_vectors=np.asarray(item_vectors, dtype=np.float32),
+        item_content=_item_content(folder, len(item_ids), manifest.profiles.text_dim),
         collab_users=collab_users,
         collab_items=collab_items,
         user_tower=OnnxTower(folder, manifest.user_tower),

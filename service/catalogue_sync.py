@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rec_contract.content import item_text
 from rec_contract.event_log import read_events
 from rec_contract.qdrant_schema import item_payload
 
@@ -54,7 +55,7 @@ def final_states(catalog_log: Path) -> dict[str, dict[str, Any]]:
 
 async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_chars: int) -> dict[str, int]:
     """Apply the catalogue log's final item states to ``live`` (a ``service.runtime.Live``)."""
-    from service.recommender import encode_text_item, item_text
+    from service.recommender import encode_text_item
 
     states = await asyncio.to_thread(final_states, catalog_log)
     done = {"deleted": 0, "added": 0, "edited": 0}
@@ -80,8 +81,8 @@ async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_
                     source, popularity = "model", int(bundle.items_meta[index].get("popularity", 0))
                 else:
                     description = item_text(title, categories, text)
-                    text_vec, vector, source = await asyncio.to_thread(
-                        encode_text_item, live, item_id, description
+                    text_vec, _, vector, source = await asyncio.to_thread(
+                        encode_text_item, live, item_id, title, categories, text
                     )
                     popularity = 0
                     if await live.profiles.get("item", item_id) is None:
@@ -103,6 +104,38 @@ async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_
                 edited["profile_snippet"] = text[:snippet_chars] or payload.get("profile_snippet", "")
                 await items.upsert(item_id, vectors[item_id], edited)
                 done["edited"] += 1
+        done["content"] = await _reconcile_content(live, states)
     if any(done.values()):
         log.info("item index reconciled with the catalogue log", extra={"bundle": bundle.version, **done})
     return done
+
+
+async def _reconcile_content(live: Any, states: dict[str, dict[str, Any]]) -> int:
+    """The content index follows the item index: what the catalogue log deleted is deleted, what it
+    added or edited gets its content vector (embedded from its title, categories and text) and the item
+    index's payload. Returns the number of changes."""
+    from service.recommender import write_content
+
+    content = live.content_index
+    if content is None:
+        return 0
+    content.sync()
+    present = await content.payloads(list(states))
+    current = await live.items.payloads(list(states))
+    changes = 0
+    for item_id, event in states.items():
+        payload, mine = current.get(item_id), present.get(item_id)
+        if payload is None:
+            if mine is not None and await content.delete(item_id):
+                changes += 1
+            continue
+        if (
+            mine is not None
+            and mine.get("title") == payload.get("title")
+            and list(mine.get("categories", [])) == list(payload.get("categories", []))
+        ):
+            continue
+        text = str(event.get("text") or "") if live.bundle.item_index.get(item_id) is None else ""
+        await write_content(live, item_id, None, payload, text)
+        changes += 1
+    return changes

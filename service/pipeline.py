@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from service.cache import TaggedLru
+from service.content import ContentModel
 from service.metrics import stage
 from service.stores.base import Exclusions, ItemHit, ItemIndex
 
@@ -79,6 +80,53 @@ class Pipeline:
         with stage("order"):
             if self.scorers:
                 hits = sorted(hits, key=lambda h: -h.score)
+            return [self.row(h.item_id, h.score, h.payload, query.explain) for h in hits[: query.n]]
+
+    async def run_blended(
+        self,
+        items: ItemIndex,
+        content_index: ItemIndex,
+        content: ContentModel,
+        query: Query,
+        text: np.ndarray,
+    ) -> list[dict[str, Any]]:
+        """A text request: candidates from the item index (user tower) and from the content index (the
+        text against the items' own text), scored by :meth:`ContentModel.blend`, payloads from the
+        item index (the one source of item metadata; an item deleted there is dropped)."""
+        depth = max(query.n, content.settings.candidates)
+        with stage("retrieve"):
+            by_model = await items.search(query.vector, depth, query.exclude, query.categories)
+            by_text = await content_index.search(text, depth, query.exclude, query.categories)
+            model_scores = {h.item_id: h.score for h in by_model}
+            text_scores = {h.item_id: h.score for h in by_text}
+            payloads = {h.item_id: h.payload for h in by_model}
+            only_text = [i for i in text_scores if i not in model_scores]
+            if only_text:
+                payloads.update(await items.payloads(only_text))
+                for item_id, vector in (await items.vectors(only_text)).items():
+                    model_scores[item_id] = float(vector @ query.vector)
+            only_model = [i for i in model_scores if i not in text_scores]
+            if only_model:
+                for item_id, vector in (await content_index.vectors(only_model)).items():
+                    text_scores[item_id] = float(vector @ text)
+            hits = [ItemHit(i, 0.0, payloads[i]) for i in model_scores if i in text_scores and i in payloads]
+        with stage("filter"):
+            hits = [h for h in hits if all(rule(h, query) for rule in self.filters)]
+        with stage("score"):
+            if hits:
+                blended = content.blend(
+                    query.vector,
+                    text,
+                    np.array([model_scores[h.item_id] for h in hits], np.float32),
+                    np.array([text_scores[h.item_id] for h in hits], np.float32),
+                    np.array([content.popularity_z(h.payload) for h in hits], np.float32),
+                )
+                for hit, score in zip(hits, blended, strict=True):
+                    hit.score = float(score)
+            for scorer in self.scorers:
+                hits = scorer(hits, query)
+        with stage("order"):
+            hits.sort(key=lambda h: -h.score)
             return [self.row(h.item_id, h.score, h.payload, query.explain) for h in hits[: query.n]]
 
     def row(self, item_id: str, score: float, payload: dict[str, Any], explain: bool) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rec_contract.content import item_text
 from rec_contract.event_log import append_events
 from rec_contract.qdrant_schema import item_payload, now_iso
 from service.errors import BadRequestError, NotFoundError, UnknownItemsError
@@ -192,9 +193,11 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
             "this model has no profile tower (trained without ProEx): send liked_items instead of text"
         )
     profile_rows: list[np.ndarray] = []
+    text_vector: np.ndarray | None = None
     if request.text is not None:
         with stage("text_encoder"):
             profile_rows.append(await live.encode_text(request.text))
+        text_vector = profile_rows[-1][0]
     if bundle.manifest.proex:
         for item_id in added:  # items known only by text: their text profiles stand in for them
             found = await live.profiles.get("item", item_id)
@@ -211,21 +214,54 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
     with stage("user_tower"):
         vector = (await live.user_tower(user_feeds(bundle, None, liked, profiles)))[0]
     query = Query(vector, request.n, excluded, request.categories, request.explain)
-    items = await rt.pipeline.run(live.items, query)
+    if text_vector is not None and live.content_index is not None and live.content.blends_text:
+        items = await rt.pipeline.run_blended(
+            live.items, live.content_index, live.content, query, text_vector
+        )
+    else:
+        items = await rt.pipeline.run(live.items, query)
     return _answer(live, "personalized" if liked else "profile_only", items, None, texts)
 
 
-def item_text(title: str, categories: Sequence[str], text: str) -> str:
-    """How an item added through the API is described to the text encoder."""
-    head = f"{title} ({', '.join(categories)})" if categories else title
-    return f"{head}: {text}"
+def describe_item(
+    live: Live, title: str, categories: Sequence[str], text: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """An item's full description embedded ``[1, d]`` (its text profile) and its content vector ``[d]``
+    (rec_contract.content): the normalised sum of the embeddings of its title and categories (what the
+    catalogue's content vectors hold) and of its full description (what only the text says)."""
+    head, full = item_text(title, categories), item_text(title, categories, text)
+    vectors = live.bundle.text_encoder.encode([full] if full == head else [full, head])
+    content = vectors.sum(axis=0)
+    return vectors[:1], (content / max(float(np.linalg.norm(content)), 1e-12)).astype(np.float32)
 
 
-def encode_text_item(live: Live, item_id: str, description: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """An item known by its text: its text embedding, its vector through the item tower, the source."""
-    text_vec = live.bundle.text_encoder.encode([description])
-    vector, source = item_vector(live.bundle, live.bundle.item_index.get(item_id), text_vec)
-    return text_vec, vector, source
+def encode_text_item(
+    live: Live, item_id: str, title: str, categories: Sequence[str], text: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """An item known by its text: its description's embedding ``[1, d]``, its content vector, its
+    vector (the weighted mean of its nearest catalogue items' vectors by content, or the item tower:
+    see ``service.content``) and the vector's source."""
+    text_vec, content = describe_item(live, title, categories, text)
+    index = live.bundle.item_index.get(item_id)
+    if index is None:
+        near = live.content.neighbour_vector(content)
+        if near is not None:
+            return text_vec, content, near, "text"
+    vector, source = item_vector(live.bundle, index, text_vec)
+    return text_vec, content, vector, source
+
+
+async def write_content(
+    live: Live, item_id: str, content: np.ndarray | None, payload: dict[str, Any], text: str = ""
+) -> None:
+    """Keep the content index in step with the item index (``content`` None: embedded here from the
+    payload's title and categories and ``text``)."""
+    if live.content_index is None:
+        return
+    if content is None:
+        title, categories = str(payload.get("title", item_id)), list(payload.get("categories", ()))
+        _, content = await asyncio.to_thread(describe_item, live, title, categories, text)
+    await live.content_index.upsert(item_id, np.asarray(content, np.float32).ravel(), payload)
 
 
 async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> ItemUpsertResponse:
@@ -238,13 +274,16 @@ async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> 
     with stage("items_lookup"):
         existing = await live.items.vectors([item_id])
     index = bundle.item_index.get(item_id)
+    content: np.ndarray | None = None  # a catalogue item's is embedded from its (new) title and categories
     if index is not None:  # a catalogue item keeps its (trained or refreshed) vector; its metadata changes
         vector = existing.get(item_id, np.asarray(bundle.item_vectors[index], np.float32))
         popularity = int(bundle.items_meta[index].get("popularity", 0))
         source = "model"
     else:
         with stage("item_tower"):
-            text_vec, vector, source = await asyncio.to_thread(encode_text_item, live, item_id, description)
+            text_vec, content, vector, source = await asyncio.to_thread(
+                encode_text_item, live, item_id, request.title, request.categories, request.text
+            )
         popularity = 0
         with stage("profiles_upsert"):
             await live.profiles.upsert("item", item_id, text_vec, [description], "item_text")
@@ -259,6 +298,7 @@ async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> 
     )
     with stage("items_upsert"):
         await live.items.upsert(item_id, vector, payload)
+        await write_content(live, item_id, content, payload)
     event = {
         "type": "item_upsert",
         "item_id": item_id,
@@ -280,6 +320,8 @@ async def delete_item(rt: Runtime, item_id: str) -> None:
     live.sync()
     if not await live.items.delete(item_id):
         raise NotFoundError(f"no item {item_id!r}")
+    if live.content_index is not None:
+        await live.content_index.delete(item_id)
     event = {"type": "item_delete", "item_id": item_id, "received_at": datetime.now(UTC).isoformat()}
     await asyncio.to_thread(append_events, rt.settings.catalog_log, [event])
 

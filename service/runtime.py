@@ -14,11 +14,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rec_contract.bundle import BundleError, resolve_pointer
 from service.batching import MicroBatcher
 from service.bundle_runtime import LoadedBundle, load_bundle
 from service.cache import TaggedLru, VectorCache
 from service.catalogue_sync import reconcile_items
+from service.content import ContentModel
 from service.errors import DependencyUnavailableError, NotReadyError
 from service.feedback_index import FeedbackIndex
 from service.metrics import BUNDLE_RELOADS, set_model_info
@@ -35,11 +38,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Live:
-    """A bundle with the item index and profile source of its vector space."""
+    """A bundle with the item index and profile source of its vector space, and the index of its items'
+    content vectors (``None`` when the bundle has none: text requests then use the user tower alone)."""
 
     bundle: LoadedBundle
     items: ItemIndex
     profiles: ProfileSource
+    content: ContentModel
+    content_index: ItemIndex | None = None
     encode_text: MicroBatcher = field(init=False)
     user_tower: MicroBatcher = field(init=False)
 
@@ -56,6 +62,8 @@ class Live:
     def sync(self) -> None:
         """Apply what other processes wrote (items, profiles) since the last request: a ``stat`` each."""
         self.items.sync()
+        if self.content_index is not None:
+            self.content_index.sync()
         self.profiles.sync()
 
 
@@ -106,8 +114,24 @@ class Runtime:
             bundle.item_vectors,
             bundle.items_meta,
         )
+        content_index = None
+        if bundle.item_content is not None:
+            content_index = await self.engine.open(
+                f"{bundle.version}.content",
+                f"{bundle.manifest.items_collection}_content",
+                bundle.item_ids,
+                bundle.item_content,
+                bundle.items_meta,
+            )
         profiles = await asyncio.to_thread(self._profiles, bundle)
-        live = Live(bundle, items, profiles)
+        content = await asyncio.to_thread(
+            ContentModel,
+            bundle.item_vectors,
+            bundle.item_content,
+            np.array([int(m.get("popularity", 0)) for m in bundle.items_meta]),
+            self.settings.content_settings(),
+        )
+        live = Live(bundle, items, profiles, content, content_index)
         # what the API changed while another bundle was live (the catalogue log is the record)
         await reconcile_items(
             live, self.settings.catalog_log, self.settings.online_dir, self.settings.snippet_chars

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
+from service.content import ContentSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -72,6 +73,31 @@ class ServiceSettings(BaseSettings):
     max_text_chars: int = Field(4000, gt=0)
     snippet_chars: int = Field(200, gt=0)
 
+    # Cold start: text requests and items known only by text (service.content; figures in
+    # benchmarks/cold_start, defaults chosen on the MovieLens-100k demo bundle)
+    text_weight: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="text requests: weight of the text's match with the items' own text against the "
+        "user tower's score (0: the user tower alone)",
+    )
+    text_popularity_weight: float = Field(
+        0.5, ge=0, description="text requests: weight of the items' standardised log-popularity"
+    )
+    text_candidates: int = Field(
+        200, gt=0, le=10_000, description="text requests: candidates from each of the two searches"
+    )
+    new_item_vectors: Literal["neighbours", "tower"] = Field(
+        "neighbours",
+        description="vector of an item known only by text: the weighted mean of its nearest catalogue "
+        "items' vectors by content (neighbours), or the bundle's item tower (tower)",
+    )
+    new_item_neighbours: int = Field(10, gt=0, le=1000, description="neighbours: how many")
+    new_item_temperature: float = Field(
+        0.1, gt=0, description="neighbours: softmax temperature over their cosine similarities"
+    )
+
     # Auth: off unless a key is configured
     api_key: str | None = Field(None, description="when set, requests must send it in `api_key_header`")
     api_key_header: str = "X-API-Key"
@@ -84,6 +110,16 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(1, ge=1)
+
+    def content_settings(self) -> ContentSettings:
+        return ContentSettings(
+            text_weight=self.text_weight,
+            text_popularity_weight=self.text_popularity_weight,
+            candidates=self.text_candidates,
+            new_item_vectors=self.new_item_vectors,
+            new_item_neighbours=self.new_item_neighbours,
+            new_item_temperature=self.new_item_temperature,
+        )
 
     @field_validator("qdrant_url", "redis_url", "api_key", "admin_api_key", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ from rec_contract.bundle import (
     seal_manifest,
     verify_bundle,
 )
+from rec_contract.content import CONTENT_FILE, item_text
 from rec_contract.naming import items_collection, profiles_collection
 from rec_contract.profile_store import PROFILES_FILE, read_profiles
 from training.data import InteractionDataset, Split, load_dataset
@@ -276,6 +277,17 @@ def _write_profiles(out: Path, ctx: RunContext, dataset: InteractionDataset) -> 
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _item_content(bundle_dir: Path, meta: list[dict[str, Any]]) -> np.ndarray:
+    """``[I, d]``: each item's title and categories embedded by the bundle's own text encoder (what the
+    service compares a text request with, and finds a new item's neighbours by)."""
+    from rec_contract.text_encoder import OnnxTextEncoder
+
+    encoder = OnnxTextEncoder(bundle_dir)
+    texts = [item_text(m["title"], m["categories"]) for m in meta]
+    parts = [encoder.encode(texts[s : s + 256]) for s in range(0, len(texts), 256)]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 1), np.float32)
+
+
 def _versions() -> dict[str, str]:
     out = {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx_opset": str(OPSET)}
     for package in ("profilerec", "onnx", "qdrant-client"):
@@ -450,6 +462,7 @@ def _write_bundle(
     (out / "items_meta.json").write_text(json.dumps(meta, ensure_ascii=False))
     for name in TEXT_ENCODER_FILES:
         shutil.copyfile(Path(options.text_encoder_dir) / name, out / name)
+    np.save(out / CONTENT_FILE, _item_content(out, meta))
 
     store_version = ctx.profile_version or "none"
     return BundleManifest(
