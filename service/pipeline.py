@@ -120,6 +120,7 @@ class Pipeline:
                     np.array([model_scores[h.item_id] for h in hits], np.float32),
                     np.array([text_scores[h.item_id] for h in hits], np.float32),
                     np.array([content.popularity_z(h.payload) for h in hits], np.float32),
+                    content.text_weight(np.array([h.score for h in by_text], np.float32)),
                 )
                 for hit, score in zip(hits, blended, strict=True):
                     hit.score = float(score)

@@ -85,6 +85,16 @@ class ServiceSettings(BaseSettings):
     text_popularity_weight: float = Field(
         0.5, ge=0, description="text requests: weight of the items' standardised log-popularity"
     )
+    text_match_low: float = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="text requests: below this mean cosine of the text's 10 best item matches, the "
+        "text's weight is 0 (a sentence that matches no item's text is left to the user tower)",
+    )
+    text_match_high: float = Field(
+        0.35, ge=-1, le=1, description="text requests: from this mean best cosine, the full text_weight"
+    )
     text_candidates: int = Field(
         200, gt=0, le=10_000, description="text requests: candidates from each of the two searches"
     )
@@ -115,6 +125,8 @@ class ServiceSettings(BaseSettings):
         return ContentSettings(
             text_weight=self.text_weight,
             text_popularity_weight=self.text_popularity_weight,
+            text_match_low=self.text_match_low,
+            text_match_high=self.text_match_high,
             candidates=self.text_candidates,
             new_item_vectors=self.new_item_vectors,
             new_item_neighbours=self.new_item_neighbours,

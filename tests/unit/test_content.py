@@ -60,3 +60,14 @@ def test_blend_weights_text_model_and_popularity() -> None:
     # an item added through the API (no catalogue index) has the mean popularity prior
     assert m.popularity_z({"index": -1}) == 0.0
     assert m.popularity_z({"index": int(np.argmax(popularity))}) == float(m.pop_z.max())
+
+
+def test_the_text_weight_follows_how_well_the_text_matches_any_item() -> None:
+    settings = ContentSettings(text_weight=0.8, text_match_low=0.2, text_match_high=0.4)
+    model = ContentModel(np.eye(3, dtype=np.float32), _unit(np.eye(3, 4)), np.ones(3), settings)
+    assert model.text_weight(np.full(10, 0.1, np.float32)) == 0.0  # about the person, not the films
+    assert model.text_weight(np.full(10, 0.5, np.float32)) == 0.8
+    np.testing.assert_allclose(model.text_weight(np.full(10, 0.3, np.float32)), 0.4, rtol=1e-5)
+    # the 10 best matches count, not the long tail
+    assert model.text_weight(np.r_[np.full(10, 0.5), np.zeros(90)].astype(np.float32)) == 0.8
+    assert model.text_weight(np.zeros(0, np.float32)) == 0.0

@@ -1,0 +1,323 @@
+"""Where profiles and text must pay: cold-start quality measured through what the service serves.
+
+``python -m benchmarks cold_start [--bundles-root var/bundles] [--parts genres,copies,thin_users]``
+
+Every figure comes from the running service's own code (the FastAPI app in-process, on a private copy
+of the online state, the bundle read-only), so what is measured is what is served:
+
+* ``genres``: a one-sentence request naming a genre ("I want to watch a good western") for each of the
+  catalogue's genres: how many of the top 20 are of that genre, for the service as configured, for the
+  user tower alone (``text_weight`` 0) and for the popularity top 20;
+* ``copies``: 20 seeded films with at least 50 ratings are added again through ``PUT /v1/items`` under a
+  new id (title, genres, the film's first profile text; no interactions). For the users who rated the
+  original (up to ``--raters`` each), the copy's rank in their personalised top 100 (101 when absent,
+  the answer's limit): median, and the shares within the top 20 and 100; for each way of placing a new item
+  (``new_item_vectors``: ``neighbours``, ``tower``);
+* ``thin_users``: seeded users with at least 10 interactions keep only 1, 3 or 5 of them, sent as
+  ``liked_items`` to the cold-start path; the rest of their interactions are the truth (Recall and
+  NDCG@20, the liked items excluded from every row's candidates). Beside: MostPop and item-kNN (cosine
+  over the bundle's training interactions, summed over the liked items). Also text only, the user's
+  demographic line from ``u.user`` ("I am a 24-year-old man working as a technician."), and 3 liked
+  items with that line. These users are in the data the bundle was trained on (the cold-start path
+  never sees their ids, but the item-item statistics of the model and of item-kNN include them alike).
+
+Figures are recorded, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.results import print_table, record
+
+GENRE_TEMPLATE = "I want to watch a good {genre}"
+TOP = 20
+
+
+@contextmanager
+def service(bundles_root: Path, scratch: Path, **settings: Any) -> Iterator[Any]:
+    """The app on ``bundles_root`` (read-only) with private online state, no Redis, exact retrieval."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "bundles_root": bundles_root,
+        "work_dir": scratch,
+        "online_dir": scratch / "online",
+        "feedback_log": scratch / "feedback" / "feedback.jsonl",
+        "catalog_log": scratch / "feedback" / "catalog.jsonl",
+        "redis_url": None,
+        "engine": "exact",
+        "reload_interval_s": 0,
+        **settings,
+    }
+    with TestClient(create_app(ServiceSettings(**values))) as client:
+        yield client
+
+
+def ok(response: Any) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
+        )
+    return dict(response.json())
+
+
+def ids_of(answer: dict[str, Any]) -> list[str]:
+    return [item["item_id"] for item in answer["items"]]
+
+
+class Bundle:
+    """What the baselines need from the live bundle: ids, metadata, interactions, profile texts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.manifest = json.loads((folder / "manifest.json").read_text())
+        self.users = [str(u) for u in json.loads((folder / "users.json").read_text())]
+        self.items = [str(i) for i in json.loads((folder / "items.json").read_text())]
+        self.meta = json.loads((folder / "items_meta.json").read_text())
+        self.popularity = np.array([int(m.get("popularity", 0)) for m in self.meta])
+        self.popular = np.argsort(-self.popularity, kind="stable")
+        self.train = self._dense("interactions.npz")
+        self.seen = self._dense("seen.npz") if (folder / "seen.npz").exists() else self.train
+        self.texts: dict[str, list[str]] = {}
+        path = folder / "profile_texts.jsonl"
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                if row["entity_type"] == "item":
+                    self.texts[row["entity_id"]] = row["texts"]
+
+    def _dense(self, name: str) -> np.ndarray:
+        with np.load(self.folder / name) as z:
+            indptr, indices = z["indptr"], z["indices"]
+        out = np.zeros((len(self.users), len(self.items)), np.float32)
+        for u in range(len(self.users)):
+            out[u, indices[indptr[u] : indptr[u + 1]]] = 1.0
+        return out
+
+    @property
+    def genres(self) -> list[str]:
+        return sorted({g for m in self.meta for g in m["categories"]} - {"unknown", ""})
+
+
+# ---------------------------------------------------------------- genres
+def part_genres(bundle: Bundle, root: Path, scratch: Path) -> list[dict[str, Any]]:
+    rows = []
+    with (
+        service(root, scratch / "genres") as served,
+        service(root, scratch / "tower", text_weight=0.0) as tower,
+    ):
+        for genre in bundle.genres:
+            text = GENRE_TEMPLATE.format(genre=genre.lower())
+            counts = {}
+            for name, client in (("service", served), ("tower_only", tower)):
+                answer = ok(client.post("/v1/recommendations", json={"text": text, "n": TOP}))
+                counts[name] = sum(genre in item["categories"] for item in answer["items"])
+            popular = sum(genre in bundle.meta[i]["categories"] for i in bundle.popular[:TOP])
+            in_catalogue = sum(genre in m["categories"] for m in bundle.meta)
+            rows.append(
+                {"genre": genre, **counts, "popular_top20": popular, "catalogue_titles": in_catalogue}
+            )
+    return rows
+
+
+# ---------------------------------------------------------------- copies
+def part_copies(
+    bundle: Bundle, root: Path, scratch: Path, films: int, raters: int, seed: int
+) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    eligible = [i for i in range(len(bundle.items)) if bundle.seen[:, i].sum() >= 50]
+    chosen = sorted(rng.sample(eligible, min(films, len(eligible))))
+    rows = []
+    for method in ("neighbours", "tower"):
+        ranks: list[int] = []
+        started = time.perf_counter()
+        with service(root, scratch / f"copies-{method}", new_item_vectors=method) as client:
+            for i in chosen:
+                item_id, meta = bundle.items[i], bundle.meta[i]
+                text = (bundle.texts.get(item_id) or [meta["title"]])[0]
+                body = {"title": meta["title"], "categories": meta["categories"], "text": text[:4000]}
+                copy_id = f"copy-of-{item_id}"
+                ok(client.put(f"/v1/items/{copy_id}", json=body))
+                who = [int(u) for u in np.flatnonzero(bundle.seen[:, i])]
+                for u in rng.sample(who, min(raters, len(who))):
+                    answer = ok(client.get(f"/v1/users/{bundle.users[u]}/recommendations", params={"n": 100}))
+                    found = ids_of(answer)
+                    ranks.append(found.index(copy_id) + 1 if copy_id in found else 101)
+        arr = np.array(ranks)
+        rows.append(
+            {
+                "new_item_vectors": method,
+                "films": len(chosen),
+                "pairs": len(ranks),
+                "median_rank": float(np.median(arr)) if np.median(arr) <= 100 else ">100",
+                "share_top100": round(float((arr <= 100).mean()), 4),
+                "share_top20": round(float((arr <= TOP).mean()), 4),
+                "catalogue": len(bundle.items),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- thin users
+def demographic_lines(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "movielens-100k" / "u.user"
+    lines: dict[str, str] = {}
+    if not path.exists():
+        return lines
+    for line in path.read_text(encoding="latin-1").splitlines():
+        uid, age, sex, occupation, _zip = line.split("|")
+        person = "man" if sex == "M" else "woman"
+        article = "an" if occupation[:1] in "aeiou" else "a"
+        lines[uid] = f"I am a {age}-year-old {person} working as {article} {occupation}."
+    return lines
+
+
+def metrics(ranked: Sequence[int], truth: set[int]) -> tuple[float, float]:
+    top = list(ranked)[:TOP]
+    hits = [1.0 if i in truth else 0.0 for i in top]
+    recall = sum(hits) / min(TOP, len(truth))
+    dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+    idcg = sum(1.0 / np.log2(r + 2) for r in range(min(TOP, len(truth))))
+    return recall, dcg / idcg
+
+
+def top_excluding(scores: np.ndarray, blocked: Sequence[int]) -> list[int]:
+    s = scores.astype(np.float64).copy()
+    s[list(blocked)] = -np.inf
+    return [int(i) for i in np.argsort(-s, kind="stable")[:TOP]]
+
+
+def part_thin_users(
+    bundle: Bundle, root: Path, scratch: Path, data_dir: Path, users: int, seed: int
+) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    counts = bundle.seen.sum(axis=1)
+    eligible = [u for u in range(len(bundle.users)) if counts[u] >= 10]
+    sample = sorted(rng.sample(eligible, min(users, len(eligible))))
+    index = {item: i for i, item in enumerate(bundle.items)}
+    lines = demographic_lines(data_dir)
+    norms = np.sqrt(bundle.train.sum(axis=0)) + 1e-9
+    totals: dict[str, list[tuple[float, float]]] = {}
+
+    def add(row: str, ranked: Sequence[int], truth: set[int]) -> None:
+        totals.setdefault(row, []).append(metrics(ranked, truth))
+
+    with service(root, scratch / "thin") as client:
+        for u in sample:
+            items = [int(i) for i in np.flatnonzero(bundle.seen[u])]
+            rng.shuffle(items)
+            for k in (1, 3, 5):
+                liked, truth = items[:k], set(items[k:])
+                liked_ids = [bundle.items[i] for i in liked]
+                answer = ok(client.post("/v1/recommendations", json={"liked_items": liked_ids, "n": TOP}))
+                add(f"liked {k}: service", [index[i] for i in ids_of(answer) if i in index], truth)
+                add(f"liked {k}: MostPop", top_excluding(bundle.popularity, liked), truth)
+                co = bundle.train[:, liked].T @ bundle.train  # [k, items] co-occurrence
+                knn = (co / (norms[liked][:, None] * norms[None, :])).sum(axis=0)
+                add(f"liked {k}: item-kNN", top_excluding(knn, liked), truth)
+            line = lines.get(bundle.users[u])
+            if line is not None and bundle.manifest.get("proex"):
+                truth = set(items)
+                answer = ok(client.post("/v1/recommendations", json={"text": line, "n": TOP}))
+                add("text (demographics): service", [index[i] for i in ids_of(answer) if i in index], truth)
+                add("text (demographics): MostPop", top_excluding(bundle.popularity, []), truth)
+                liked, truth = items[:3], set(items[3:])
+                body = {"liked_items": [bundle.items[i] for i in liked], "text": line, "n": TOP}
+                answer = ok(client.post("/v1/recommendations", json=body))
+                add("liked 3 + text: service", [index[i] for i in ids_of(answer) if i in index], truth)
+    return [
+        {
+            "row": name,
+            "users": len(values),
+            "recall@20": round(float(np.mean([v[0] for v in values])), 4),
+            "ndcg@20": round(float(np.mean([v[1] for v in values])), 4),
+        }
+        for name, values in totals.items()
+    ]
+
+
+PARTS = ("genres", "copies", "thin_users")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks cold_start", description=__doc__.split("\n")[0]
+    )
+    work = Path(os.environ.get("PROFILEREC_WORK_DIR", "var"))
+    parser.add_argument(
+        "--bundles-root", type=Path, default=work / "bundles", help="read-only; `current` is used"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data"))
+    )
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument("--films", type=int, default=20, help="copies: films added again")
+    parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
+    parser.add_argument("--users", type=int, default=200, help="thin_users: users")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--note", default="", help="free text recorded with the figures (e.g. machine load)")
+    args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {sorted(unknown)}")
+    from rec_contract.bundle import resolve_pointer
+
+    folder = resolve_pointer(args.bundles_root)
+    bundle = Bundle(folder)
+    print(f"bundle {folder.name} ({bundle.manifest['model_kind']}, proex={bundle.manifest['proex']})")
+    scratch = Path(tempfile.mkdtemp(prefix="cold-start-"))
+    params: dict[str, Any] = {"bundle": folder.name, "seed": args.seed}
+    if args.note:
+        params["note"] = args.note
+
+    def save(part: str, rows: list[dict[str, Any]], title: str, **extra: Any) -> None:
+        print_table(rows, title)
+        figures = {"part": part, "table": rows, **extra, "loadavg_1m": round(os.getloadavg()[0], 2)}
+        record("cold_start", figures, {**params, **{k: getattr(args, k) for k in PART_PARAMS[part]}})
+
+    try:
+        if "genres" in parts:
+            rows = part_genres(bundle, args.bundles_root, scratch)
+            wins = {
+                name: sum(r[name] >= 10 for r in rows) for name in ("service", "tower_only", "popular_top20")
+            }
+            print(f"genres with >= 10 of {TOP}: {wins} of {len(rows)}")
+            title = f'Text only: "{GENRE_TEMPLATE}", titles of that genre in the top {TOP}'
+            save("genres", rows, title, genres_with_10_of_20=wins, genres=len(rows))
+        if "copies" in parts:
+            rows = part_copies(bundle, args.bundles_root, scratch, args.films, args.raters, args.seed)
+            save(
+                "copies",
+                rows,
+                "A copy of a film added through PUT /v1/items: its rank for the original's raters",
+            )
+        if "thin_users" in parts:
+            rows = part_thin_users(bundle, args.bundles_root, scratch, args.data_dir, args.users, args.seed)
+            save("thin_users", rows, "New and thin users through the cold-start path (full ranking)")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+PART_PARAMS = {"genres": [], "copies": ["films", "raters"], "thin_users": ["users"]}
+
+if __name__ == "__main__":
+    main()
