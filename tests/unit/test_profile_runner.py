@@ -331,10 +331,19 @@ def test_a_shared_cache_answers_every_prompt_it_has_seen_whatever_the_output_and
 
 
 def test_the_config_digest_without_extra_inputs_is_the_one_from_before():
-    cfg = GenerationConfig(strategy="proex", k=4, version="t1")
+    """Fields added later leave the digest of a config that does not use them as it was; the grounding
+    check (on by default) and best of N change the output, so they change the digest."""
+    cfg = GenerationConfig(strategy="proex", k=4, version="t1", grounding=False)
     data = asdict(cfg)
-    del data["version"], data["inputs"]
+    del data["version"], data["inputs"], data["grounding"], data["candidates"]
     legacy = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     assert (
-        cfg.digest() == legacy != GenerationConfig(strategy="proex", k=4, version="t1", inputs="x").digest()
+        cfg.digest()
+        == legacy
+        != GenerationConfig(strategy="proex", k=4, version="t1", inputs="x", grounding=False).digest()
     )
+    digests = {
+        GenerationConfig(strategy="proex", k=4, version="t1", **extra).digest()  # type: ignore[arg-type]
+        for extra in ({"grounding": False}, {"grounding": True}, {"candidates": 2})
+    }
+    assert len(digests) == 3
