@@ -159,7 +159,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--work", default=None, help="folder for the stores and the shared cache (kept)")
+    parser.add_argument(
+        "--grade",
+        default=None,
+        help="measure an existing MovieLens-100k profile store (e.g. the demo's LLM sample) instead of "
+        "generating: its LLM rows as they were kept, without the check",
+    )
     args = parser.parse_args(argv)
+    if args.grade:
+        from offline_jobs.context import load_context
+
+        row = {
+            "config": "graded",
+            "store": args.grade,
+            **measure(Path(args.grade), load_context("movielens-100k")),
+        }
+        print_table([row], "profile_quality (graded store)")
+        record("profile_quality", {"table": [row]}, {"dataset": "movielens-100k", "mode": "grade"})
+        return
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
