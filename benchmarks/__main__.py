@@ -11,6 +11,7 @@ BENCHMARKS = {
     "train_quality": "benchmarks.train_quality",
     "profile_throughput": "benchmarks.profile_throughput",
     "profile_signal": "benchmarks.profile_signal",
+    "profile_quality": "benchmarks.profile_quality",
     "serve_latency": "benchmarks.serve_latency",
     "refresh_cost": "benchmarks.refresh_cost",
     "day_in_the_life": "benchmarks.day_in_the_life",

@@ -145,6 +145,7 @@ class RefreshReport:
     run_folder: str = ""
     generation: dict[str, Any] = field(default_factory=dict)
     store: dict[str, int] = field(default_factory=dict)
+    kept_good: int = 0  # live profiles that passed the grounding check kept over failed refreshed ones
     writes: dict[str, Any] = field(default_factory=dict)
     live_data: dict[str, int] = field(default_factory=dict)
     watermarks: dict[str, int] = field(default_factory=dict)
@@ -491,6 +492,7 @@ def _refresh_entities(
     if not (done["user"] or done["item"]):
         return
     with _stage(report, "merge_store"):
+        report.kept_good = keep_good_profiles(store, work)
         report.store = merge_into_store(store, work)
     bodies = _upsert_requests(
         work, done, manifest.profiles.store_version, settings.refresh_batch
@@ -502,6 +504,65 @@ def _refresh_entities(
 
 
 # ---------------------------------------------------------------------- the run's helpers
+def _passed(row: dict[str, Any]) -> bool:
+    """An LLM profile that passed the grounding check (a good profile)."""
+    if row["is_fallback"]:
+        return False
+    quality = row["quality"]
+    if isinstance(quality, str):
+        try:
+            quality = json.loads(quality)
+        except ValueError:
+            return False
+    grounding = quality.get("grounding") if isinstance(quality, dict) else None
+    return isinstance(grounding, dict) and grounding.get("passed") is True
+
+
+def keep_good_profiles(store: Path, work: Path) -> int:
+    """Put back, in the run folder ``work``, every live profile that passed the grounding check where the
+    refresh produced only a fallback for the same slot (its generation failed validation or the check):
+    a refreshed profile that fails never replaces a good one. Returns how many slots were kept."""
+    from rec_contract.profile_store import write_profile_vectors, write_profiles
+
+    if not (work / PROFILES_FILE).exists() or not (store / PROFILES_FILE).exists():
+        return 0
+    new_rows = read_profiles(work)
+    changed = {(str(r["entity_type"]), str(r["entity_id"])) for r in new_rows}
+    live = {
+        (str(r["entity_type"]), str(r["entity_id"]), int(r["slot"])): r
+        for r in read_profiles(store)
+        if (str(r["entity_type"]), str(r["entity_id"])) in changed
+    }
+    kept: dict[tuple[str, str], dict[int, int]] = {}  # entity -> new slot -> old slot
+    for i, row in enumerate(new_rows):
+        key = (str(row["entity_type"]), str(row["entity_id"]), int(row["slot"]))
+        old = live.get(key)
+        if row["is_fallback"] and old is not None and _passed(old):
+            quality = json.loads(old["quality"]) if isinstance(old["quality"], str) else dict(old["quality"])
+            quality["kept_over_refresh"] = True
+            new_rows[i] = {**old, "quality": quality}
+            kept.setdefault(key[:2], {})[key[2]] = key[2]
+    if not kept:
+        return 0
+    live_vectors = {(t, e): v for t, e, v in read_store_vectors(store)[0] if (t, e) in kept}
+    entries, model, version = read_store_vectors(work)
+    merged = []
+    for entity_type, entity_id, new_vectors in entries:
+        slots = kept.get((entity_type, entity_id))
+        old_vectors = live_vectors.get((entity_type, entity_id))
+        vectors = new_vectors.copy()
+        if slots and old_vectors is not None and old_vectors.shape[1] == vectors.shape[1]:
+            for slot in slots:
+                if slot < len(vectors) and slot < len(old_vectors):
+                    vectors[slot] = old_vectors[slot]
+        merged.append((entity_type, entity_id, vectors))
+    write_profiles(work, new_rows)
+    write_profile_vectors(work, merged, model, version)
+    n = sum(len(s) for s in kept.values())
+    log.info("kept %d good live profile(s) over failed refreshed ones", n)
+    return n
+
+
 def _job_settings(n_entities: int, k: int) -> Any:
     """The generation settings with the embedded model's decode batch no larger than ``n_entities``
     can use: its KV cache is allocated for the whole batch up front (the default 64 sequences hold

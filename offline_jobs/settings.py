@@ -44,6 +44,10 @@ class JobSettings(BaseSettings):
     llama_n_ctx: int = 1024  # per sequence
     llama_batch_seqs: int = Field(default=64, ge=1)  # sequences decoded together
     job_workers: int = Field(default=1, ge=1)  # processes sharing a generation job (embedded backends)
+    # faithfulness: reject profiles that name titles outside the data, contradict the item table or
+    # claim genres the history does not support (offline_jobs.grounding); best of N candidates each
+    grounding: bool = True
+    profile_candidates: int = Field(default=1, ge=1, le=8)
 
     def active_entities(self, override: int | None = None) -> int:
         """How many entities a generation job keeps in flight (``override`` wins when given).

@@ -19,9 +19,14 @@ across entities.
 * Items (every strategy): item text plus the profiles of users who interacted with it; items with no
   training interactions: text plus the profiles of their most similar items (RecLM Sec. 6.6).
 
-Every output is validated (:mod:`offline_jobs.validation`), retried with a new seed up to
-``max_retries`` times, and otherwise replaced by the extractive profile of the same slot
-(``is_fallback=True``, reasons in ``quality``).
+Every output is validated (:mod:`offline_jobs.validation`) and, for profiles, checked against the data
+its prompt was built from (:mod:`offline_jobs.grounding`; ``grounding=True``), retried with a new seed
+up to ``max_retries`` times, and otherwise replaced by the extractive profile of the same slot
+(``is_fallback=True``, reasons in ``quality``). With ``candidates`` N > 1 every attempt generates N
+candidates (candidate c's seed is the attempt's seed + ``CANDIDATE_STRIDE * c``, so the generation
+cache, keyed by the seed, answers each one on a resumed run) and keeps the one that passes with the
+highest faithfulness score; ProEx's new profiles prefer, among those, the best one within the
+low-similarity threshold.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ import numpy as np
 
 from offline_jobs.entity_text import EntityText, Neighbours, _short
 from offline_jobs.extractive import EXTRACTIVE_MODEL, EXTRACTIVE_PROMPT_VERSION, ExtractiveProfiler, now_iso
+from offline_jobs.grounding import Grounder, Grounding, Reference
 from offline_jobs.llm import ChatRequest, GenerationResult
 from offline_jobs.prompts import PromptSet
 from offline_jobs.validation import validate
+
+CANDIDATE_STRIDE = 104_729  # seed offset between the candidates of one attempt (best of N)
 
 STAGES = {"proex": ("original", "new"), "reclm": ("collaborative",), "duet": ("duet",)}
 
@@ -60,6 +68,8 @@ class GenerationConfig:
     split: str = ""
     version: str = ""
     inputs: str = ""  # a digest of further inputs (the refresh: the live item text and user attributes)
+    grounding: bool = True  # reject profiles the grounding check fails (offline_jobs.grounding)
+    candidates: int = 1  # best of N: candidates generated per profile and attempt
 
     @classmethod
     def from_settings(
@@ -75,6 +85,8 @@ class GenerationConfig:
             max_tokens=settings.max_tokens,
             seed=settings.seed,
             version=version,
+            grounding=getattr(settings, "grounding", True),
+            candidates=getattr(settings, "profile_candidates", 1),
             **job,
         )
 
@@ -82,8 +94,9 @@ class GenerationConfig:
         """Identifies the finished-entity records a resumed run may reuse."""
         data = asdict(self)
         data.pop("version")
-        if not data["inputs"]:
-            data.pop("inputs")  # digests from before the field existed stay valid
+        for key, default in (("inputs", ""), ("grounding", False), ("candidates", 1)):
+            if data[key] == default:
+                data.pop(key)  # digests from before the field existed stay valid (same output)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -102,6 +115,9 @@ class Outcome:
     parts: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     tokens: int = 0
+    grounding: Grounding | None = None
+    # every candidate that passed, best first: (text, raw, grounding) (best of N)
+    passed: list[tuple[str, str, Grounding | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +128,7 @@ class Spec:
     seed: int
     vocab: frozenset[str] = frozenset()
     keep: bool = False  # the conversation continues after this answer (a backend caching hint)
+    ground: Reference | None = None  # what the profile may claim (None: no grounding check)
 
 
 Step = list[ChatRequest] | Embed
@@ -137,46 +154,91 @@ class StrategyContext:
         self.user_profiles: dict[int, str] = {}  # slot-0 text of finished users (item prompts use them)
         self.item_profiles: dict[int, str] = {}  # slot-0 text of finished warm items (cold items use them)
         self.item_text_vectors: np.ndarray | None = None
+        self.listed_neighbours: dict[int, list[int]] = {}  # items named in a cold item's prompt
+        self._grounder: Grounder | None = None
+
+    @property
+    def grounder(self) -> Grounder:
+        if self._grounder is None:
+            self._grounder = Grounder(self.ctx)
+        return self._grounder
+
+    def reference(self, entity_type: str, index: int) -> Reference | None:
+        """What a profile of this entity may claim (None when the grounding check is off)."""
+        if not self.cfg.grounding:
+            return None
+        if entity_type == "user":
+            return self.grounder.user_reference(index)
+        return self.grounder.item_reference(index, self.listed_neighbours.get(index, ()))
 
     # ------------------------------------------------------------------ generic steps
-    def request(self, spec: Spec, attempt: int) -> ChatRequest:
+    def request(self, spec: Spec, attempt: int, candidate: int = 0) -> ChatRequest:
         return ChatRequest(
             messages=spec.messages,
             max_tokens=spec.max_tokens,
             temperature=self.cfg.temperature,
             top_p=self.cfg.top_p,
-            seed=spec.seed + 7919 * attempt,
+            seed=spec.seed + 7919 * attempt + CANDIDATE_STRIDE * candidate,
             keep=spec.keep,
         )
 
     def ask(self, specs: list[Spec]) -> Generator[Step, Any, list[Outcome]]:
-        """Generate and validate; retry rejected outputs with a new seed; None text when all failed."""
+        """Generate and validate (with the grounding check where the spec has a reference); retry
+        rejected outputs with a new seed; None text when all failed. With ``candidates`` N > 1 each
+        attempt generates N candidates of a profile and keeps the best that passes."""
         outcomes: list[Outcome] = [Outcome(None, attempts=0, seed=s.seed) for s in specs]
         pending = list(range(len(specs)))
         attempt = 0
         while pending:
-            requests = [self.request(specs[i], attempt) for i in pending]
+            n_cand = {
+                i: max(1, self.cfg.candidates) if specs[i].kind in ("profile", "duet") else 1 for i in pending
+            }
+            asked = [(i, c) for i in pending for c in range(n_cand[i])]
+            requests = [self.request(specs[i], attempt, c) for i, c in asked]
             results: list[GenerationResult] = yield requests
             retry = []
-            for i, req, res in zip(pending, requests, results, strict=True):
+            by_spec: dict[int, list[tuple[ChatRequest, GenerationResult]]] = {}
+            for (i, _), req, res in zip(asked, requests, results, strict=True):
+                by_spec.setdefault(i, []).append((req, res))
+            for i in pending:
                 spec = specs[i]
-                verdict = validate(
-                    res.text,
-                    res.finish_reason,
-                    kind=spec.kind,
-                    prompt=spec.messages[-1][1],
-                    entity_vocab=spec.vocab,
-                    min_words=8 if spec.kind in ("profile", "duet") else 4,
-                )
                 out = outcomes[i]
                 out.attempts = attempt + 1
-                out.tokens += res.completion_tokens
-                out.seed = req.seed
-                if verdict.ok:
+                check = (
+                    (lambda text, ref=spec.ground: self.grounder.check(text, ref)) if spec.ground else None
+                )
+                passed = []
+                rejected: list[str] = []
+                for req, res in by_spec[i]:
+                    verdict = validate(
+                        res.text,
+                        res.finish_reason,
+                        kind=spec.kind,
+                        prompt=spec.messages[-1][1],
+                        entity_vocab=spec.vocab,
+                        min_words=8 if spec.kind in ("profile", "duet") else 4,
+                        grounding=check,
+                    )
+                    out.tokens += res.completion_tokens
+                    if verdict.ok:
+                        passed.append((verdict, req, res))
+                    else:
+                        rejected.extend(verdict.reasons)
+                        if out.grounding is None or (
+                            verdict.grounding is not None and verdict.grounding.score > out.grounding.score
+                        ):
+                            out.grounding = verdict.grounding  # the closest failure, for the record
+                if passed:
+                    passed.sort(key=lambda p: _rank(p[0].grounding), reverse=True)
+                    verdict, req, res = passed[0]
                     out.text, out.notes, out.parts = verdict.text, verdict.notes, verdict.parts
-                    out.raw = res.text
+                    out.raw, out.seed, out.grounding = res.text, req.seed, verdict.grounding
+                    out.passed = [(v.text, r.text, v.grounding) for v, _, r in passed]
+                    if len(by_spec[i]) > 1:
+                        out.notes = [*out.notes, f"best_of_{len(by_spec[i])}"]
                 else:
-                    out.reasons.append(verdict.reasons)
+                    out.seed = by_spec[i][0][0].seed
+                    out.reasons.append(sorted(set(rejected)))
                     if attempt < self.cfg.max_retries:
                         retry.append(i)
             pending = retry
@@ -195,6 +257,14 @@ class StrategyContext:
     ) -> dict[str, Any]:
         ok = outcome is not None and outcome.text is not None
         q = dict(quality)
+        if self.cfg.grounding:
+            q["source"] = "llm" if ok else "extractive"
+            if ok and outcome is not None and outcome.grounding is not None:
+                q["grounding"] = outcome.grounding.record(self.ctx.dataset.item_ids)
+            elif not ok:  # the extractive profile is computed from the same data
+                q["grounding"] = {"passed": True, "by_construction": True}
+                if outcome is not None and outcome.grounding is not None:
+                    q["rejected_grounding"] = outcome.grounding.record(self.ctx.dataset.item_ids)
         if outcome is not None:
             q["attempts"] = outcome.attempts
             if outcome.reasons:
@@ -255,6 +325,7 @@ class StrategyContext:
                     )
                 else:
                     text, similar = t.similar_items_text(index, vectors, self.item_profiles)
+                self.listed_neighbours[index] = list(similar)
                 vals["audience_intro"] = (
                     f"No one has {t.domain.verb} it yet. Similar {t.domain.plural} and their profiles:"
                 )
@@ -295,6 +366,7 @@ def proex(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
     cfg = sc.cfg
     p = sc.prompts
     entity_id, seed, vals, system, vocab = sc.entity_setup(entity_type, index)
+    ground = sc.reference(entity_type, index)
 
     # One conversation: every step is a new user turn after the previous answers (chain of thought).
     conv: list[tuple[str, str]] = [("system", system), ("user", p.render(entity_type, "f1", **vals))]
@@ -303,7 +375,9 @@ def proex(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
         return (*conv, ("user", instruction))
 
     # F1: original profile
-    (op,) = yield from sc.ask([Spec(tuple(conv), "profile", cfg.max_tokens, seed, vocab, keep=True)])
+    (op,) = yield from sc.ask(
+        [Spec(tuple(conv), "profile", cfg.max_tokens, seed, vocab, keep=True, ground=ground)]
+    )
     original = op.text or sc.fallback(entity_type, index, 0)
     conv.append(("assistant", op.raw or original))
     # F2: positive and negative aspects
@@ -339,10 +413,13 @@ def proex(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
             cfg.max_tokens,
             seed + 10 * j,
             vocab,
+            ground=ground,
         )
         for j in range(1, cfg.k)
     ]
     news: list[Outcome] = yield from sc.ask(specs) if specs else _nothing()
+    if any(len(o.passed) > 1 for o in news):  # best of N within the low-similarity rule
+        yield from _diverse_choice(sc, original, news)
     texts = [original] + [o.text or sc.fallback(entity_type, index, j + 1) for j, o in enumerate(news)]
     # low-similarity constraint: regenerate new profiles too close to the original or a sibling
     regenerated = [0] * len(news)
@@ -367,6 +444,7 @@ def proex(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
                 cfg.max_tokens,
                 specs[j - 1].seed + 100_003 * (round_ + 1),
                 vocab,
+                ground=ground,
             )
             for j in offenders
         ]
@@ -408,6 +486,35 @@ def proex(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
     return rows
 
 
+def _diverse_choice(sc: StrategyContext, original: str, news: list[Outcome]) -> Generator[Step, Any, None]:
+    """For each new profile, in slot order, the most faithful passing candidate whose cosine to the
+    original and to the new profiles chosen before it is within ``sim_threshold`` (else the most
+    faithful one): best of N subject to ProEx's low-similarity rule."""
+    pool = [original] + [text for o in news for text, _, _ in o.passed]
+    vectors: np.ndarray = yield Embed(pool)
+    vec = dict(zip(pool, vectors, strict=True))
+    chosen = [vec[original]]
+    for out in news:
+        if not out.passed:
+            continue
+        pick = out.passed[0]
+        for cand in out.passed:
+            if max(float(vec[cand[0]] @ c) for c in chosen) <= sc.cfg.sim_threshold:
+                pick = cand
+                break
+        if pick is not out.passed[0]:
+            out.notes = [*out.notes, "diverse_candidate"]
+        out.text, out.raw, out.grounding = pick[0], pick[1], pick[2]
+        chosen.append(vec[pick[0]])
+
+
+def _rank(grounding: Grounding | None) -> tuple[float, int]:
+    """Best of N: the most faithful candidate, then the most specific (grounded titles, genres)."""
+    if grounding is None:
+        return (1.0, 0)
+    return (grounding.score, min(grounding.specificity, 3))
+
+
 def _nothing() -> Generator[Step, Any, list[Outcome]]:
     return []
     yield  # pragma: no cover
@@ -418,6 +525,7 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
     cfg = sc.cfg
     p = sc.prompts
     entity_id, seed, vals, system, vocab = sc.entity_setup(entity_type, index)
+    ground = sc.reference(entity_type, index)
     specs: list[Spec] = []
     quality: list[dict[str, Any]] = []
     if entity_type == "user":
@@ -436,7 +544,14 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
                 lines.append(f"- User {sc.ctx.dataset.user_ids[u]}: {titles}")
             text = p.render("user", "profile", neighbours="\n".join(lines) or "(none)", **vals)
             specs.append(
-                Spec((("system", system), ("user", text)), "profile", cfg.max_tokens, seed + j, vocab)
+                Spec(
+                    (("system", system), ("user", text)),
+                    "profile",
+                    cfg.max_tokens,
+                    seed + j,
+                    vocab,
+                    ground=ground,
+                )
             )
             quality.append(
                 {
@@ -450,7 +565,14 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
         text = p.render("item", name, **vals)
         for j in range(cfg.k):
             specs.append(
-                Spec((("system", system), ("user", text)), "profile", cfg.max_tokens, seed + j, vocab)
+                Spec(
+                    (("system", system), ("user", text)),
+                    "profile",
+                    cfg.max_tokens,
+                    seed + j,
+                    vocab,
+                    ground=ground,
+                )
             )
             quality.append({"cold_item": bool(cold)})
     outcomes: list[Outcome] = yield from sc.ask(specs)
@@ -471,8 +593,11 @@ def duet(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
     p = sc.prompts
     entity_id, seed, vals, system, vocab = sc.entity_setup(entity_type, index)
     text = p.render(entity_type, "profile", **vals)
+    ground = sc.reference(entity_type, index)
     specs = [
-        Spec((("system", system), ("user", text)), "duet", cfg.max_tokens + 60, seed + j, vocab)
+        Spec(
+            (("system", system), ("user", text)), "duet", cfg.max_tokens + 60, seed + j, vocab, ground=ground
+        )
         for j in range(cfg.k)
     ]
     outcomes: list[Outcome] = yield from sc.ask(specs)

@@ -14,15 +14,22 @@ Checks (each a reason string in :attr:`Verdict.reasons`):
 * ``format``: the strategy's expected parts are missing (DUET's cue / prompt / profile);
 * ``nonsensical``: mostly non-alphabetic, too few dictionary words, or no overlap at all with the
   entity's own vocabulary (titles, genres, attributes);
-* ``echo``: copies the prompt (most of its 5-grams appear in the prompt) or is a refusal/meta reply.
+* ``echo``: copies the prompt (most of its 5-grams appear in the prompt) or is a refusal/meta reply;
+* the grounding check's reasons (``invented_title``, ``ungrounded_title``, ``fact_contradiction``,
+  ``category_claim``; :mod:`offline_jobs.grounding`) when a ``grounding`` check is given: a profile
+  that names titles outside the data, contradicts the item table or claims unsupported genres.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from offline_jobs.grounding import Grounding
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENT_END = re.compile(r"[.!?](?:[\"')\]]*)\s")
@@ -50,6 +57,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     parts: dict[str, str] = field(default_factory=dict)
+    grounding: Grounding | None = None  # the grounding check's verdict, when it ran
 
 
 @lru_cache(maxsize=1)
@@ -136,6 +144,7 @@ def validate(
     min_alpha_ratio: float = 0.6,
     min_dictionary_ratio: float = 0.6,
     max_echo_ratio: float = 0.6,
+    grounding: Callable[[str], Grounding] | None = None,
 ) -> Verdict:
     """Validate one generation. ``kind``: ``profile`` | ``aspects`` | ``latent`` | ``duet``."""
     reasons: list[str] = []
@@ -185,4 +194,7 @@ def validate(
             reasons.append("echo")
     if kind == "aspects" and not re.search(r"\blike", body, re.I):
         reasons.append("format")
-    return Verdict(not reasons, body, sorted(set(reasons)), notes, parts)
+    grounded = grounding(body) if grounding is not None and kind in ("profile", "duet") else None
+    if grounded is not None:
+        reasons.extend(grounded.reasons)
+    return Verdict(not reasons, body, sorted(set(reasons)), notes, parts, grounded)

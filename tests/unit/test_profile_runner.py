@@ -331,10 +331,103 @@ def test_a_shared_cache_answers_every_prompt_it_has_seen_whatever_the_output_and
 
 
 def test_the_config_digest_without_extra_inputs_is_the_one_from_before():
-    cfg = GenerationConfig(strategy="proex", k=4, version="t1")
+    """Fields added later leave the digest of a config that does not use them as it was; the grounding
+    check (on by default) and best of N change the output, so they change the digest."""
+    cfg = GenerationConfig(strategy="proex", k=4, version="t1", grounding=False)
     data = asdict(cfg)
-    del data["version"], data["inputs"]
+    del data["version"], data["inputs"], data["grounding"], data["candidates"]
     legacy = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     assert (
-        cfg.digest() == legacy != GenerationConfig(strategy="proex", k=4, version="t1", inputs="x").digest()
+        cfg.digest()
+        == legacy
+        != GenerationConfig(strategy="proex", k=4, version="t1", inputs="x", grounding=False).digest()
     )
+    digests = {
+        GenerationConfig(strategy="proex", k=4, version="t1", **extra).digest()  # type: ignore[arg-type]
+        for extra in ({"grounding": False}, {"grounding": True}, {"candidates": 2})
+    }
+    assert len(digests) == 3
+
+
+class InventingBackend(FakeBackend):
+    """Writes a fluent profile naming an invented film, except for the seeds in ``honest_seeds``."""
+
+    model_id = "inventing"
+
+    def __init__(self, honest: set[int] | None = None) -> None:
+        super().__init__()
+        self.honest = honest or set()
+        self.seeds: list[int] = []
+
+    def generate(self, requests):
+        self.calls += 1
+        out = []
+        for req in requests:
+            self.seeds.append(req.seed)
+            if req.seed in self.honest:
+                text = "This viewer enjoys thoughtful drama and light comedy, rated with care and patience."
+            else:
+                text = 'This viewer likes drama, above all the film "The Dark Knight Rider", seen every week.'
+            out.append(GenerationResult(text=text, finish_reason="stop", model=self.model_id))
+        return out
+
+
+def test_a_profile_failing_the_grounding_check_is_retried_then_replaced(ctx, tmp_path):
+    backend = InventingBackend()
+    run(ctx, tmp_path, backend=backend, strategy="reclm", users=(0,), items=(), max_retries=1)
+    rows = read_profiles(tmp_path)
+    assert all(r["is_fallback"] and r["model"] == "extractive" for r in rows)
+    q = json.loads(rows[0]["quality"])
+    assert q["attempts"] == 2 and q["fallback_reason"] == ["invented_title"]
+    assert q["source"] == "extractive" and q["grounding"]["passed"]
+    assert q["rejected_grounding"]["titles"] == [{"span": "The Dark Knight Rider", "status": "invented"}]
+    # the same run with the check off keeps the invented profiles (the old behaviour)
+    run(
+        ctx,
+        tmp_path / "off",
+        backend=InventingBackend(),
+        strategy="reclm",
+        users=(0,),
+        items=(),
+        grounding=False,
+    )
+    assert not any(r["is_fallback"] for r in read_profiles(tmp_path / "off"))
+
+
+def test_best_of_n_keeps_the_candidate_that_passes_and_resumes_from_the_cache(ctx, tmp_path):
+    from offline_jobs.strategies import CANDIDATE_STRIDE
+
+    probe = InventingBackend()
+    run(ctx, tmp_path / "probe", backend=probe, strategy="reclm", users=(0,), items=(), max_retries=0)
+    first_seeds = sorted(set(probe.seeds))  # candidate 0 of every slot (attempt 0)
+    honest = {s + CANDIDATE_STRIDE for s in first_seeds}  # candidate 1 of every slot tells the truth
+    backend = InventingBackend(honest)
+    run(
+        ctx,
+        tmp_path / "n2",
+        backend=backend,
+        strategy="reclm",
+        users=(0,),
+        items=(),
+        max_retries=0,
+        candidates=2,
+    )
+    rows = read_profiles(tmp_path / "n2")
+    assert not any(r["is_fallback"] for r in rows)
+    assert all("light comedy" in r["text"] for r in rows)
+    q = json.loads(rows[0]["quality"])
+    assert q["source"] == "llm" and q["grounding"]["passed"] and "best_of_2" in q["notes"]
+    assert rows[0]["seed"] in honest
+    # a second run with the same cache generates nothing: every candidate's key is its own seed
+    again = InventingBackend(honest)
+    report, _ = run(
+        ctx,
+        tmp_path / "n2",
+        backend=again,
+        strategy="reclm",
+        users=(0,),
+        items=(),
+        max_retries=0,
+        candidates=2,
+    )
+    assert again.calls == 0 and report["stats"]["entities_skipped"] == 1

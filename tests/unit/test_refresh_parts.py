@@ -94,3 +94,40 @@ def test_metrics_state_what_the_last_run_did(tmp_path: Path) -> None:
     assert float(lines["profilerec_refresh_entities_total"]) == 5
     assert float(lines["profilerec_refresh_quarantined_total"]) == 3
     assert float(lines["profilerec_refresh_failures_total"]) == 1
+
+
+def test_a_refreshed_profile_that_fails_never_replaces_a_good_one(tmp_path):
+    """Slot 0: the live LLM profile passed the check, the refresh fell back: the live one stays. Slot 1:
+    the live profile was a fallback: the refreshed one replaces it. Another entity is untouched."""
+    import json
+
+    import numpy as np
+
+    from offline_jobs.refresh import keep_good_profiles
+    from rec_contract.profile_store import (
+        read_profiles,
+        read_store_vectors,
+        write_profile_vectors,
+        write_profiles,
+    )
+
+    def row(slot, text, fallback, passed=None):
+        quality = {} if passed is None else {"grounding": {"passed": passed}}
+        return {
+            "entity_type": "user", "entity_id": "7", "slot": slot, "text": text, "strategy": "proex",
+            "stage": "fallback" if fallback else "original", "model": "m", "prompt_version": "p", "seed": 0,
+            "created_at": "t", "is_fallback": fallback, "quality": json.dumps(quality), "version": "v",
+        }  # fmt: skip
+
+    live, work = tmp_path / "live", tmp_path / "work"
+    write_profiles(live, [row(0, "good old", False, True), row(1, "old fallback", True)])
+    write_profile_vectors(live, [("user", "7", np.ones((2, 3), np.float32))], "e", "v")
+    write_profiles(work, [row(0, "new fallback", True), row(1, "new fallback 2", True)])
+    write_profile_vectors(work, [("user", "7", np.zeros((2, 3), np.float32))], "e", "v")
+    assert keep_good_profiles(live, work) == 1
+    texts = {r["slot"]: r["text"] for r in read_profiles(work)}
+    assert texts == {0: "good old", 1: "new fallback 2"}
+    ((_, _, vectors),) = read_store_vectors(work)[0]
+    assert vectors[0].tolist() == [1, 1, 1] and vectors[1].tolist() == [0, 0, 0]
+    assert json.loads(read_profiles(work)[0]["quality"])["kept_over_refresh"] is True
+    assert keep_good_profiles(live, work) == 0  # nothing left to keep: slot 0 is no fallback now
