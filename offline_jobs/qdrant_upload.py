@@ -5,8 +5,10 @@ Collection ``profiles_<version>``; one point per user and item, built by
 ``profiles`` (multivector K x d, MAX_SIM) and ``mean`` (mean-pooled, re-normalised, cosine); payload
 ``entity_type``, ``entity_id``, ``texts`` (the K profile texts in slot order), ``k``, ``strategy``,
 ``is_fallback`` (one 0/1 int per slot: qdrant-edge stores booleans wrongly), ``version``,
-``updated_at``, plus ``any_fallback`` (0/1). The alias ``profiles`` is then switched to the new
-collection in one atomic alias operation. qdrant-client local mode (a folder) by default, or a server.
+``updated_at``, ``labels`` (each text's explanation label: source, grounding verdict, the items it
+is grounded on; ``rec_contract.explanations``), plus ``any_fallback`` (0/1). The alias ``profiles``
+is then switched to the new collection in one atomic alias operation. qdrant-client local mode (a
+folder) by default, or a server.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rec_contract.explanations import label_of_row
 from rec_contract.naming import (
     PROFILES_ALIAS,
     profiles_collection,
@@ -108,6 +111,7 @@ def upload_store(
             version,
             strategies.get((entity_type, entity_id), ""),
             flags,
+            [label_of_row(r) for r in ordered],
         )
         assert point.payload is not None
         point.payload["any_fallback"] = int(any(flags))

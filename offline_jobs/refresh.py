@@ -55,6 +55,7 @@ from offline_jobs.live_data import apply_logs, catalog_problem, changes_of, feed
 from rec_contract.atomic import atomic_write_text
 from rec_contract.bundle import BundleManifest, read_manifest, resolve_pointer
 from rec_contract.event_log import LogChunk, append_events, read_events
+from rec_contract.explanations import label_of_row
 from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
 from rec_contract.profile_store import PROFILES_FILE, merge_into_store, read_profiles, read_store_vectors
 
@@ -222,6 +223,7 @@ def _upsert_requests(
                     "texts": [str(r["text"]) for r in ordered],
                     "strategy": str(ordered[0]["strategy"]) if ordered else "",
                     "is_fallback": [bool(r["is_fallback"]) for r in ordered],
+                    "labels": [label_of_row(r) for r in ordered],
                 }
             )
         for start in range(0, len(profiles), batch):

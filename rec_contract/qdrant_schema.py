@@ -10,7 +10,8 @@ bundle (dot product = the model's score), payload::
 
 Profiles collection ``profiles_<profile store version>``: one point per user/item, see
 ``rec_contract.naming`` for the vector names; payload: entity_type, entity_id, texts, k, strategy,
-is_fallback (list of 0/1), version, updated_at.
+is_fallback (list of 0/1), version, updated_at, labels (one explanation label per text:
+source, grounded, grounded_on; see ``rec_contract.explanations``).
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ def profile_point(
     version: str,
     strategy: str = "",
     is_fallback: Sequence[bool] | None = None,
+    labels: Sequence[dict[str, Any] | None] | None = None,
 ) -> models.PointStruct:
+    """One profile point; ``labels`` (``rec_contract.explanations``), one per text, say which texts
+    may be shown as explanations (absent: derived from ``is_fallback`` when read)."""
     arr = np.asarray(vectors, dtype=np.float32)
     mean = arr.mean(axis=0)
     norm = float(np.linalg.norm(mean))
@@ -130,5 +134,6 @@ def profile_point(
             "is_fallback": [int(bool(f)) for f in (is_fallback or [False] * arr.shape[0])],
             "version": version,
             "updated_at": now_iso(),
+            **({"labels": list(labels)} if labels is not None else {}),
         },
     )

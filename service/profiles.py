@@ -7,6 +7,10 @@
   route, new items) and followed by every worker process before it reads.
 * :class:`QdrantProfiles`: the profiles collection of a Qdrant server.
 
+Every text carries its explanation label (``rec_contract.explanations``: source, grounding verdict,
+the items it is grounded on), from the bundle's ``profile_texts.jsonl``, the overlay events or the
+Qdrant payload; :meth:`EntityProfiles.explanations` keeps only the profiles that may be shown.
+
 Both give each entity a *revision* that changes whenever its profiles change in this process's view;
 the user-vector cache tags its entries with it.
 """
@@ -18,13 +22,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rec_contract.event_log import LogFollower, append_events
+from rec_contract.explanations import explanations, labels_for
 from rec_contract.qdrant_schema import now_iso, profile_point
 from service.stores.qdrant import QdrantConnection, qdrant_profile, qdrant_upsert_profile
 
@@ -43,6 +48,11 @@ class EntityProfiles:
 
     vectors: np.ndarray  # float32 [k, dim]
     texts: list[str]
+    labels: list[dict[str, Any] | None] = field(default_factory=list)  # one per text (None: unknown)
+
+    def explanations(self) -> list[dict[str, Any]]:
+        """``{text, source, grounded_on}`` of the profiles that passed the grounding check."""
+        return explanations(self.texts, self.labels)
 
 
 class ProfileSource(abc.ABC):
@@ -70,8 +80,10 @@ class ProfileSource(abc.ABC):
         texts: Sequence[str],
         strategy: str = "",
         is_fallback: Sequence[bool] | None = None,
+        labels: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
-        """Write an entity's profiles (visible to every process's next read)."""
+        """Write an entity's profiles (visible to every process's next read); ``labels``: one
+        explanation label per text (None: derived from ``is_fallback``)."""
 
 
 class LocalProfiles(ProfileSource):
@@ -101,7 +113,7 @@ class LocalProfiles(ProfileSource):
                 self.base[entity_type] = (vectors, mask)
             else:
                 self.base[entity_type] = None
-        self._texts: dict[tuple[str, str], list[str]] | None = None
+        self._texts: dict[tuple[str, str], tuple[list[str], list[dict[str, Any] | None]]] | None = None
         self.overlay: dict[tuple[str, str], EntityProfiles] = {}
         self.revisions: dict[tuple[str, str], int] = {}
         self.path = overlay_path
@@ -121,23 +133,32 @@ class LocalProfiles(ProfileSource):
             if vectors.ndim != 2 or vectors.shape[1] != self.dim:
                 log.warning("profile overlay event with a wrong shape skipped", extra={"entity": key})
                 continue
-            self.overlay[key] = EntityProfiles(vectors[: self.k], [str(t) for t in event.get("texts", [])])
+            texts = [str(t) for t in event.get("texts", [])]
+            labels = labels_for(
+                len(texts), event.get("labels"), event.get("is_fallback"), str(event.get("strategy", ""))
+            )
+            self.overlay[key] = EntityProfiles(vectors[: self.k], texts, labels)
             self.revisions[key] = self.revisions.get(key, 0) + 1
 
     def revision(self, entity_type: str, raw_id: str) -> int:
         return self.revisions.get((entity_type, raw_id), 0)
 
-    def _base_texts(self, entity_type: str, raw_id: str) -> list[str]:
+    def _base_texts(self, entity_type: str, raw_id: str) -> tuple[list[str], list[dict[str, Any] | None]]:
         if self._texts is None:
-            texts: dict[tuple[str, str], list[str]] = {}
+            texts: dict[tuple[str, str], tuple[list[str], list[dict[str, Any] | None]]] = {}
             path = self.folder / PROFILE_TEXTS
             if path.exists():
                 with path.open(encoding="utf-8") as fh:
                     for line in fh:
                         row = json.loads(line)
-                        texts[(row["entity_type"], row["entity_id"])] = list(row["texts"])
+                        found = [str(t) for t in row["texts"]]
+                        # bundles exported before labels existed: every text is unknown (not shown)
+                        texts[(row["entity_type"], row["entity_id"])] = (
+                            found,
+                            labels_for(len(found), row.get("labels")),
+                        )
             self._texts = texts
-        return self._texts.get((entity_type, raw_id), [])
+        return self._texts.get((entity_type, raw_id), ([], []))
 
     async def get(self, entity_type: str, raw_id: str, texts: bool = False) -> EntityProfiles | None:
         found = self.overlay.get((entity_type, raw_id))
@@ -154,12 +175,12 @@ class LocalProfiles(ProfileSource):
         value = np.asarray(vectors[row][kept][: self.k], dtype=np.float32)
         if not texts:
             return EntityProfiles(value, [])
-        loaded = (
+        loaded, labels = (
             await asyncio.to_thread(self._base_texts, entity_type, raw_id)
             if self._texts is None
             else (self._base_texts(entity_type, raw_id))
         )
-        return EntityProfiles(value, loaded)
+        return EntityProfiles(value, loaded, labels)
 
     async def upsert(
         self,
@@ -169,6 +190,7 @@ class LocalProfiles(ProfileSource):
         texts: Sequence[str],
         strategy: str = "",
         is_fallback: Sequence[bool] | None = None,
+        labels: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "entity_type": entity_type,
@@ -177,6 +199,7 @@ class LocalProfiles(ProfileSource):
             "texts": list(texts),
             "strategy": strategy,
             "is_fallback": [bool(f) for f in is_fallback] if is_fallback else None,
+            "labels": labels_for(len(texts), labels, is_fallback, strategy),
             "at": now_iso(),
         }
         await asyncio.to_thread(append_events, self.path, [event])
@@ -191,7 +214,12 @@ class QdrantProfiles(ProfileSource):
 
     async def get(self, entity_type: str, raw_id: str, texts: bool = False) -> EntityProfiles | None:
         found = await qdrant_profile(self.conn, self.collection, entity_type, raw_id)
-        return None if found is None else EntityProfiles(found[0], found[1])
+        if found is None:
+            return None
+        vectors, texts_found, payload = found
+        strategy = str(payload.get("strategy", ""))
+        labels = labels_for(len(texts_found), payload.get("labels"), payload.get("is_fallback"), strategy)
+        return EntityProfiles(vectors, texts_found, labels)
 
     async def upsert(
         self,
@@ -201,8 +229,16 @@ class QdrantProfiles(ProfileSource):
         texts: Sequence[str],
         strategy: str = "",
         is_fallback: Sequence[bool] | None = None,
+        labels: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
         point = profile_point(
-            entity_type, raw_id, vectors, texts, self.store_version, strategy, list(is_fallback or []) or None
+            entity_type,
+            raw_id,
+            vectors,
+            texts,
+            self.store_version,
+            strategy,
+            list(is_fallback or []) or None,
+            labels_for(len(texts), labels, is_fallback, strategy),
         )
         await qdrant_upsert_profile(self.conn, self.collection, point)

@@ -57,15 +57,18 @@ def _answer(
     strategy: Strategy,
     items: list[dict[str, Any]],
     user_id: str | None,
-    profiles: list[str] | None,
+    profiles: list[dict[str, Any]] | None,
 ) -> dict[str, Any]:
+    """The response body; ``profiles``: the explanations (``{text, source, grounded_on}``, only
+    profiles that may be shown; None without explain)."""
     STRATEGY_COUNTERS[strategy].inc()
     return {
         "user_id": user_id,
         "model_version": live.version,
         "strategy": strategy,
         "items": items,
-        "user_profiles": profiles,
+        "user_profiles": [p["text"] for p in profiles] if profiles is not None else None,
+        "explanations": profiles,
     }
 
 
@@ -147,7 +150,7 @@ async def recommend_for_user(
     if vector is None or explain:
         with stage("profiles"):
             profiles = await live.profiles.get("user", user_id, texts=explain)
-    texts = (profiles.texts if profiles else []) if explain else None
+    texts = (profiles.explanations() if profiles else []) if explain else None
     if vector is None and not has_collab and profiles is None:
         items = await popular_items(rt, live, n, excluded, categories, explain)
         return _answer(live, "popular", items, user_id, texts)
@@ -207,7 +210,11 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
     excluded = Exclusions(
         indices=np.asarray(liked, np.int64), ids=frozenset(request.exclude) | frozenset(request.liked_items)
     )
-    texts = ([request.text] if request.text else []) if request.explain else None
+    texts = (
+        ([{"text": request.text, "source": "request", "grounded_on": []}] if request.text else [])
+        if request.explain
+        else None
+    )
     if not liked and profiles is None:
         items = await popular_items(rt, live, request.n, excluded, request.categories, request.explain)
         return _answer(live, "popular", items, None, texts)
@@ -383,6 +390,7 @@ async def upsert_profiles(rt: Runtime, request: ProfilesUpsertRequest) -> Profil
                 entry.texts,
                 entry.strategy,
                 entry.is_fallback,
+                [label.model_dump() for label in entry.labels] if entry.labels is not None else None,
             )
     ids = [p.entity_id for p in request.profiles]
     invalidated = await rt.cache.invalidate(request.entity_type, ids)

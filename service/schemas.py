@@ -24,6 +24,20 @@ class RecommendedItem(BaseModel):
     profile_snippet: str | None = Field(None, description="present with explain=true")
 
 
+class Explanation(BaseModel):
+    text: str = Field(description="a profile of the user that passed the grounding check")
+    source: Literal["llm", "extractive", "request"] = Field(
+        description="llm: written by a language model and verified against the user's history; "
+        "extractive: assembled from the user's own data (grounded by construction); request: the text "
+        "this cold-start request sent"
+    )
+    grounded_on: list[str] = Field(
+        default_factory=list,
+        description="ids of the user's history items the profile names (those the grounding check "
+        "matched); empty when it names none",
+    )
+
+
 class RecommendationResponse(BaseModel):
     user_id: str | None = None
     model_version: str
@@ -32,7 +46,14 @@ class RecommendationResponse(BaseModel):
         "popular: nothing known about the user, most popular items"
     )
     items: list[RecommendedItem]
-    user_profiles: list[str] | None = Field(None, description="the user's profile texts, with explain=true")
+    user_profiles: list[str] | None = Field(
+        None,
+        description="with explain=true: the texts of `explanations` (only the user's profiles that passed "
+        "the grounding check; profiles that failed it or were never checked are not returned)",
+    )
+    explanations: list[Explanation] | None = Field(
+        None, description="with explain=true: the user's verified profiles, each with its source"
+    )
 
 
 class ColdStartRequest(StrictModel):
@@ -102,17 +123,32 @@ class FeedbackResponse(BaseModel):
     accepted: int
 
 
+class ProfileLabel(StrictModel):
+    """A profile's explanation label (``rec_contract.explanations``)."""
+
+    source: Literal["llm", "extractive"]
+    grounded: bool | None = Field(None, description="the grounding check's verdict (null: not checked)")
+    grounded_on: list[EntityId] = Field(default_factory=list, max_length=1000)
+
+
 class ProfileUpsert(StrictModel):
     entity_id: EntityId
     vectors: list[list[float]] = Field(min_length=1, max_length=32, description="the K embedded profiles")
     texts: list[str] = Field(min_length=1, max_length=32)
     strategy: str = ""
     is_fallback: list[bool] | None = None
+    labels: list[ProfileLabel] | None = Field(
+        None,
+        description="one per text: its source and grounding verdict (without them a fallback counts as "
+        "extractive and grounded, any other text as unverified, never shown by explain=true)",
+    )
 
     @model_validator(mode="after")
     def _aligned(self) -> ProfileUpsert:
         if len(self.texts) != len(self.vectors):
             raise ValueError("texts and vectors must have the same length (one text per profile)")
+        if self.labels is not None and len(self.labels) != len(self.texts):
+            raise ValueError("labels and texts must have the same length (one label per profile)")
         if len({len(v) for v in self.vectors}) != 1:
             raise ValueError("every profile vector must have the same dimension")
         return self

@@ -41,6 +41,7 @@ from rec_contract.bundle import (
     verify_bundle,
 )
 from rec_contract.content import CONTENT_FILE, item_text
+from rec_contract.explanations import label_of_row
 from rec_contract.naming import items_collection, profiles_collection
 from rec_contract.profile_store import PROFILES_FILE, read_profiles
 from training.data import InteractionDataset, Split, load_dataset
@@ -253,18 +254,18 @@ def _item_snippets(store: Path | None, dataset: InteractionDataset) -> list[str]
 
 def _write_profiles(out: Path, ctx: RunContext, dataset: InteractionDataset) -> None:
     """The profile vectors the model was trained with, aligned with users.json / items.json, and their
-    texts: the embedded service reads profiles from the bundle (a Qdrant server from its collection)."""
+    texts, each with its explanation label (``rec_contract.explanations``: source, grounding verdict,
+    the items it is grounded on): the embedded service reads profiles from the bundle (a Qdrant server
+    from its collection)."""
     assert ctx.profiles is not None
     np.save(out / "user_profiles.npy", ctx.profiles.user_vectors)
     np.save(out / "user_profile_mask.npy", ctx.profiles.user_mask)
     np.save(out / "item_profiles.npy", ctx.profiles.item_vectors)
     np.save(out / "item_profile_mask.npy", ctx.profiles.item_mask)
-    texts: dict[tuple[str, str], dict[int, str]] = {}
+    texts: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     if ctx.profile_store is not None and (Path(ctx.profile_store) / PROFILES_FILE).exists():
         for row in read_profiles(Path(ctx.profile_store)):
-            texts.setdefault((str(row["entity_type"]), str(row["entity_id"])), {})[int(row["slot"])] = str(
-                row["text"]
-            )
+            texts.setdefault((str(row["entity_type"]), str(row["entity_id"])), {})[int(row["slot"])] = row
     known = {"user": set(map(str, dataset.user_ids)), "item": set(map(str, dataset.item_ids))}
     with (out / "profile_texts.jsonl").open("w", encoding="utf-8") as fh:
         for (entity_type, entity_id), slots in sorted(texts.items()):
@@ -272,7 +273,8 @@ def _write_profiles(out: Path, ctx: RunContext, dataset: InteractionDataset) -> 
                 row = {
                     "entity_type": entity_type,
                     "entity_id": entity_id,
-                    "texts": [slots[k] for k in sorted(slots)],
+                    "texts": [str(slots[k]["text"]) for k in sorted(slots)],
+                    "labels": [label_of_row(slots[k]) for k in sorted(slots)],
                 }
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 

@@ -203,8 +203,8 @@ class QdrantEngine(ItemEngine):
 
 async def qdrant_profile(
     conn: QdrantConnection, collection: str, entity_type: str, raw_id: str
-) -> tuple[np.ndarray, list[str]] | None:
-    """The K profile vectors and texts of one entity, or None when it has no profile point."""
+) -> tuple[np.ndarray, list[str], dict[str, Any]] | None:
+    """The K profile vectors, texts and payload of one entity, or None when it has no profile point."""
     try:
         records = await conn.client.retrieve(
             collection,
@@ -220,8 +220,9 @@ async def qdrant_profile(
     vectors = record.vector.get(PROFILE_MULTIVECTOR) if isinstance(record.vector, dict) else None
     if not vectors:
         return None
-    texts = [str(t) for t in (record.payload or {}).get("texts", [])]
-    return np.asarray(vectors, dtype=np.float32), texts
+    payload = dict(record.payload or {})
+    texts = [str(t) for t in payload.get("texts", [])]
+    return np.asarray(vectors, dtype=np.float32), texts, payload
 
 
 async def qdrant_upsert_profile(conn: QdrantConnection, collection: str, point: models.PointStruct) -> None:

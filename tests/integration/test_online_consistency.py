@@ -118,7 +118,14 @@ def test_a_cached_vector_never_outlives_a_profile_refresh(artefacts, redis_serve
             request = ProfilesUpsertRequest(
                 entity_type="user",
                 store_version=live.bundle.manifest.profiles.store_version,
-                profiles=[{"entity_id": user, "vectors": [[0.1] * dim], "texts": ["refreshed"]}],
+                profiles=[
+                    {
+                        "entity_id": user,
+                        "vectors": [[0.1] * dim],
+                        "texts": ["refreshed"],
+                        "labels": [{"source": "llm", "grounded": True, "grounded_on": []}],
+                    }
+                ],
             )
             await upsert_profiles(rt, request)  # the refresh lands in between
             await rt.cache.put_user_vector(live.version, user, token, tag, old)  # the request writes late

@@ -133,9 +133,13 @@ def test_explain_adds_profiles_and_snippets(artefacts, lightgcn_client: TestClie
     user = str(artefacts.dataset.user_ids[0])
     body = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=3&explain=true").json()
     assert body["user_profiles"] and body["user_profiles"][0].startswith("Enjoyed ")
+    # the fixture's store is extractive: grounded by construction, labelled so
+    assert [e["text"] for e in body["explanations"]] == body["user_profiles"]
+    assert {e["source"] for e in body["explanations"]} == {"extractive"}
     assert all(item["profile_snippet"] for item in body["items"])
     plain = lightgcn_client.get(f"/v1/users/{user}/recommendations?n=3").json()
     assert plain["user_profiles"] is None and plain["items"][0]["profile_snippet"] is None
+    assert plain["explanations"] is None
 
 
 def test_filters_category_and_exclude(artefacts, lightgcn_client: TestClient) -> None:
