@@ -10,8 +10,10 @@ item the user interacted with, in the data the bundle was built from or in feedb
 Cold start: a user with neither collaborative signal nor profiles gets the most popular items; a request
 with liked items and/or text builds the user vector from those (liked catalogue items: fold-in of their
 collaborative vectors or the history input; liked items added through the API and the text: profile
-vectors through the tower's profile mapping). New items are embedded from their text and pushed
-through the item tower (zero-shot). ONNX runs in a worker thread, never on the event loop.
+vectors through the tower's profile mapping); a request with text also matches the items' own text
+(a blend, ``service.content``). Items known only by text are embedded from their text and placed
+among their nearest catalogue items by content (or through the item tower). ONNX runs in a worker
+thread, never on the event loop.
 """
 
 from __future__ import annotations
