@@ -93,6 +93,7 @@ class LoadedBundle:
     user_tower: OnnxTower
     item_tower: OnnxTower
     text_encoder: OnnxTextEncoder
+    categories: frozenset[str] = frozenset()  # of the catalogue's items (request filters are checked)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -176,6 +177,7 @@ def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBund
         user_tower=OnnxTower(folder, manifest.user_tower),
         item_tower=OnnxTower(folder, manifest.item_tower),
         text_encoder=OnnxTextEncoder(folder),
+        categories=frozenset(str(c) for m in items_meta for c in m.get("categories") or ()),
     )
     log.info(
         "bundle loaded",
