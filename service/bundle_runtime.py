@@ -17,8 +17,18 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from rec_contract.bundle import BundleError, BundleManifest, TowerSpec, read_manifest, verify_bundle
-from rec_contract.text_encoder import OnnxTextEncoder
+from rec_contract.bundle import (
+    BundleError,
+    BundleManifest,
+    TowerSpec,
+    inside_bundle,
+    manifest_paths,
+    read_manifest,
+    require_listed,
+    verify_bundle,
+)
+from rec_contract.text_encoder import META_FILE, ONNX_FILE, TOKENIZER_FILE, OnnxTextEncoder
+from service.profiles import ITEM_PROFILE_MASK, ITEM_PROFILES, PROFILE_TEXTS, USER_PROFILE_MASK, USER_PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +137,40 @@ def _csr(path: Path, n_users: int) -> SeenIndex:
     return csr
 
 
+SERVED_FILES = ("users.json", "items.json", "items_meta.json", "item_vectors.npy", "interactions.npz")
+SERVED_IF_PRESENT = (
+    "seen.npz",
+    META_FILE,
+    USER_PROFILES,
+    USER_PROFILE_MASK,
+    ITEM_PROFILES,
+    ITEM_PROFILE_MASK,
+    PROFILE_TEXTS,
+)
+
+
+def served_files(folder: Path, manifest: BundleManifest) -> set[str]:
+    """Every file of the bundle the service reads (each must have a checksum in the manifest)."""
+    names = {*SERVED_FILES, ONNX_FILE, TOKENIZER_FILE, *manifest_paths(manifest)}
+    if manifest.model_kind == "lightgcn":
+        names |= {"collab_users.npy", "collab_items.npy"}
+    return names | {name for name in SERVED_IF_PRESENT if (folder / name).exists()}
+
+
 def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBundle:
-    """Verify and open a bundle folder. Raises :class:`BundleError` with the offending file."""
+    """Verify and open a bundle folder. Raises :class:`BundleError` with the offending file.
+
+    Every file read is listed with its checksum in the manifest (verified unless ``verify_checksums``
+    is off) and inside the folder."""
     folder = Path(folder).resolve()
     started = time.perf_counter()
     manifest = (
         verify_bundle(folder, check_hashes=verify_checksums) if verify_checksums else read_manifest(folder)
     )
+    loaded = served_files(folder, manifest)
+    for name in loaded:
+        inside_bundle(folder, name)
+    require_listed(folder, manifest, loaded)
     user_ids = [str(u) for u in _load_json_list(folder / "users.json")]
     item_ids = [str(i) for i in _load_json_list(folder / "items.json")]
     items_meta = _load_json_list(folder / "items_meta.json")
