@@ -282,7 +282,7 @@ def test_qdrant_outage_is_503_with_reason(
     assert client.get(f"/v1/users/{user}/recommendations?n=5").status_code == 200
 
 
-def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -> None:
+def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path, caplog) -> None:
     import shutil
 
     root = tmp_path / "bundles"
@@ -299,8 +299,13 @@ def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -
         redis_url=None,
         reload_interval_s=0,
         feedback_log=tmp_path / "f.jsonl",
+        admin_api_key="admin",
     )
-    with TestClient(create_app(settings), headers=KEYS) as client:
+    message = "item_vectors.npy: checksum does not match the manifest"
+    with caplog.at_level("ERROR", logger="service.runtime"), TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()
         assert ready["status"] == "not_ready"
-        assert "item_vectors.npy: checksum does not match the manifest" in ready["checks"]["bundle"]
+        assert ready["checks"]["bundle"] == "refused"  # a state: the reason is in the log, not public
+        assert any(message in str(getattr(r, "reason", "")) for r in caplog.records)
+        reload = client.post("/v1/admin/reload", headers={"X-Admin-Key": "admin"}).json()
+        assert message in reload["error"]  # and in the (keyed) admin answer

@@ -4,30 +4,13 @@ Uses the real app factory with the embedded Qdrant on a temporary path and no Re
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.settings import ServiceSettings
-
-
-@contextlib.contextmanager
-def _app(tmp_path: Path, **extra: object) -> Iterator[TestClient]:
-    settings = ServiceSettings(
-        bundles_root=tmp_path / "bundles",
-        online_dir=tmp_path / "online",
-        redis_url=None,
-        reload_interval_s=0,
-        feedback_log=tmp_path / "feedback.jsonl",
-        catalog_log=tmp_path / "catalog.jsonl",
-        **extra,
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        yield c
+from tests.unit._fakes import app_without_bundle as _app
 
 
 @pytest.fixture(scope="module")
