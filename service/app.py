@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import install_error_handlers
 from service.metrics import REQUEST_LATENCY, REQUESTS
+from service.openapi import install_live_openapi
 from service.request_limits import RequestLimitsMiddleware
 from service.routes import admin, api, ops
 from service.runtime import build_runtime
@@ -95,4 +96,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(api)
     app.include_router(admin)
     app.include_router(ops)
+    install_live_openapi(app, settings)
     return app

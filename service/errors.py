@@ -142,6 +142,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8 ...): like bad JSON, 422
+            ERRORS.labels(type="validation_error").inc()
+            problem = {"field": "body", "message": "the body is not valid UTF-8 JSON"}
+            return JSONResponse(
+                error_body("validation_error", "the request is not valid", {"problems": [problem]}),
+                status_code=422,
+            )
         code = HTTP_CODES.get(exc.status_code, "http_error")
         ERRORS.labels(type=code).inc()
         return JSONResponse(

@@ -26,28 +26,39 @@ DEFAULT_FEEDBACK_TYPES = frozenset(
 FEEDBACK_TYPE_RE = re.compile(r"[a-z][a-z_]{0,31}")
 
 # No control characters (C0, DEL, C1: NUL, ESC and the ANSI sequences it starts, ...) in ids, titles
-# and categories; free text may hold tabs and line breaks, nothing else of the kind.
-NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
-TEXT_NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+# and categories; free text may hold tabs and line breaks, nothing else of the kind. Values are
+# stripped, so each needs a visible character: the patterns say so, and the OpenAPI document with them.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_TEXT_CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+
+
+def _visible(excluded: str) -> str:
+    """Characters outside ``excluded``, at least one of them not whitespace."""
+    return rf"^[^{excluded}]*[^\s{excluded}][^{excluded}]*$"
+
+
+NO_CONTROL = rf"^[^{_CONTROL}]*$"  # path parameters (not stripped)
+VISIBLE = _visible(_CONTROL)
+VISIBLE_TEXT = _visible(_TEXT_CONTROL)
 # A comma separates values in the `category` and `exclude` query parameters, so names have none.
-NO_CONTROL_NO_COMMA = r"^[^\x00-\x1f\x7f-\x9f,]*$"
+VISIBLE_NO_COMMA = _visible(_CONTROL + ",")
+_ONE_VALUE = rf"[^{_CONTROL},]*[^\s{_CONTROL},][^{_CONTROL},]*"
+COMMA_LIST = rf"^{_ONE_VALUE}(,{_ONE_VALUE})*$"  # one query value: names separated by commas
 
 EntityId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS, pattern=NO_CONTROL),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_CHARS, pattern=VISIBLE),
 ]
 Category = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=MAX_CATEGORY_CHARS, pattern=NO_CONTROL_NO_COMMA
+        strip_whitespace=True, min_length=1, max_length=MAX_CATEGORY_CHARS, pattern=VISIBLE_NO_COMMA
     ),
 ]
 Title = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=NO_CONTROL)
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300, pattern=VISIBLE)
 ]
 FreeText = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS, pattern=TEXT_NO_CONTROL
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS, pattern=VISIBLE_TEXT),
 ]

@@ -23,6 +23,7 @@ from starlette.status import HTTP_204_NO_CONTENT
 from service import recommender
 from service.errors import ErrorResponse, InvalidInputError, UnauthorizedError
 from service.limits import (
+    COMMA_LIST,
     MAX_CATEGORIES,
     MAX_CATEGORY_CHARS,
     MAX_EXCLUDE,
@@ -47,7 +48,7 @@ from service.schemas import (
 )
 
 EntityPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_CONTROL)]
-QueryValue = Annotated[str, StringConstraints(pattern=NO_CONTROL)]  # one or more comma-separated values
+QueryValue = Annotated[str, StringConstraints(pattern=COMMA_LIST)]  # one or more comma-separated values
 
 _DESCRIPTIONS = {
     400: "the request conflicts with the live model (e.g. text for a model without profiles)",
@@ -138,10 +139,12 @@ def split_values(values: list[str] | None, field: str, max_chars: int, max_count
             if not value:
                 raise InvalidInputError(field, f"{field} has an empty value")
             if len(value) > max_chars:
-                raise InvalidInputError(field, f"a {field} value is longer than {max_chars} characters")
+                raise InvalidInputError(
+                    field, f"a {field} value is longer than {max_chars} characters", limit=max_chars
+                )
             out.append(value)
     if len(out) > max_count:
-        raise InvalidInputError(field, f"at most {max_count} {field} values")
+        raise InvalidInputError(field, f"at most {max_count} {field} values", limit=max_count)
     return list(dict.fromkeys(out))
 
 

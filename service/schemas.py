@@ -12,7 +12,7 @@ from service.limits import (
     MAX_EXCLUDE,
     MAX_N,
     MAX_TEXT_CHARS,
-    TEXT_NO_CONTROL,
+    VISIBLE_TEXT,
     Category,
     EntityId,
     FreeText,
@@ -50,11 +50,21 @@ class RecommendationResponse(BaseModel):
 
 
 class ColdStartRequest(StrictModel):
+    # what the validator below requires, stated in the schema: liked items, text, or both
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["liked_items"], "properties": {"liked_items": {"minItems": 1}}},
+            ]
+        }
+    )
+
     liked_items: list[EntityId] = Field(
         default_factory=list, max_length=200, description="item ids the user liked"
     )
-    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=TEXT_NO_CONTROL)] | None = (
-        Field(None, description="free text about the user's tastes")
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=VISIBLE_TEXT)] | None = Field(
+        None, description="free text about the user's tastes"
     )
     n: int = Field(20, ge=1, le=MAX_N, description=f"how many items (at most {MAX_N}, or PROFILEREC_MAX_N)")
     categories: list[Category] = Field(

@@ -162,3 +162,15 @@ def test_openapi_states_statuses_limits_and_the_error_schema(client: TestClient)
     assert body["maxItems"] == MAX_FEEDBACK_BATCH
     assert spec["components"]["schemas"]["ColdStartRequest"]["properties"]["n"]["maximum"] == MAX_N
     assert {"ApiKey", "AdminKey"} <= set(spec["components"]["securitySchemes"])
+
+
+def test_openapi_states_the_live_limits(tmp_path: Path) -> None:
+    with app_without_bundle(tmp_path, max_n=10, max_feedback_batch=50, feedback_types="click,like") as c:
+        spec = c.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert schemas["FeedbackEvent"]["properties"]["type"]["enum"] == ["click", "like"]
+    assert schemas["ColdStartRequest"]["properties"]["n"]["maximum"] == 10
+    get = spec["paths"]["/v1/users/{user_id}/recommendations"]["get"]
+    assert next(p for p in get["parameters"] if p["name"] == "n")["schema"]["maximum"] == 10
+    body = spec["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["maxItems"] == 50
