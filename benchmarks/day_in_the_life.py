@@ -948,7 +948,7 @@ class Replay:
             text = (
                 "Z\u0335\u0322a\u0336l\u0337g\u0338o\u0334 \u200b\u200d\ufeff film "
                 "\U0001d518\U0001d52b\U0001d526 "
-                "\u00a0tab\there\nnew line \u2028 sep \u0007 bell \u0000 nul \u00e9\u0301 \U0001f9ec"
+                "\u00a0tab\there\nnew line \u2028 sep \u00e9\u0301 \U0001f9ec"  # control characters: probes
             )
             return NewItem(
                 item_id, kind, "\u0305T\u0336i\u0337t\u0338l\u0335e \U0001d54b", text, [genre, "Ciné ✨"]
@@ -1066,6 +1066,13 @@ class Replay:
             ("DELETE", f"/v1/items/{ghost_item}", None, None, (404,)),
             ("PUT", f"/v1/items/{ghost_item}", None, {"title": "", "text": "x"}, (422,)),
             ("PUT", f"/v1/items/{ghost_item}", None, {"title": "t", "text": "   "}, (422,)),
+            (
+                "PUT",
+                f"/v1/items/{ghost_item}",
+                None,
+                {"title": "t", "text": "bell \u0007 nul \u0000"},
+                (422,),
+            ),
             ("GET", f"/v1/users/{user}/recommendations", {"n": 0}, None, (422,)),
             (
                 "GET",
