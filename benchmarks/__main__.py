@@ -17,6 +17,7 @@ BENCHMARKS = {
     "day_in_the_life": "benchmarks.day_in_the_life",
     "retrieval_scale": "benchmarks.retrieval_scale",
     "cold_start": "benchmarks.cold_start",
+    "resilience": "benchmarks.resilience",
 }
 
 

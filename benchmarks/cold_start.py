@@ -64,6 +64,7 @@ def service(bundles_root: Path, scratch: Path, **settings: Any) -> Iterator[Any]
         "redis_url": None,
         "engine": "exact",
         "reload_interval_s": 0,
+        "auth": "off",  # in-process, no port: nobody else can reach it
         **settings,
     }
     with TestClient(create_app(ServiceSettings(**values))) as client:

@@ -51,6 +51,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -72,6 +73,8 @@ from rec_contract.bundle import list_versions, promote, read_manifest, resolve_p
 
 REPO = Path(__file__).resolve().parent.parent
 CRASH_ENV = "PROFILEREC_REFRESH_CRASH_AFTER"
+API_KEY = secrets.token_urlsafe(24)  # this run's keys, given to the service and the refresh job
+ADMIN_KEY = secrets.token_urlsafe(24)
 EXIT_REFUSED = 3  # profilerec-pipeline retrain: the gate refused the candidate
 EXIT_KILLED = 137
 ANY_VERSION = "*"  # in Replay.transition: any bundle may answer (a job may promote)
@@ -206,6 +209,9 @@ class Deployment:
             "PROFILEREC_DATA_DIR": str(self.data_dir),
             "PROFILEREC_REDIS_URL": redis_url,
             "PROFILEREC_SERVICE_URL": service_url,
+            # the service is secure by default: this run's keys (writes, explain=true, the admin routes)
+            "PROFILEREC_API_KEY": API_KEY,
+            "PROFILEREC_ADMIN_API_KEY": ADMIN_KEY,
         }
 
 
@@ -622,7 +628,7 @@ class Replay:
         assert self.service is not None
         client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None or getattr(self._local, "url", None) != self.service.url:
-            client = httpx.Client(base_url=self.service.url, timeout=60)
+            client = httpx.Client(base_url=self.service.url, timeout=60, headers={"X-API-Key": API_KEY})
             self._local.client, self._local.url = client, self.service.url
         return client
 
@@ -942,7 +948,7 @@ class Replay:
             text = (
                 "Z\u0335\u0322a\u0336l\u0337g\u0338o\u0334 \u200b\u200d\ufeff film "
                 "\U0001d518\U0001d52b\U0001d526 "
-                "\u00a0tab\there\nnew line \u2028 sep \u0007 bell \u0000 nul \u00e9\u0301 \U0001f9ec"
+                "\u00a0tab\there\nnew line \u2028 sep \u00e9\u0301 \U0001f9ec"  # control characters: probes
             )
             return NewItem(
                 item_id, kind, "\u0305T\u0336i\u0337t\u0338l\u0335e \U0001d54b", text, [genre, "Ciné ✨"]
@@ -1060,8 +1066,21 @@ class Replay:
             ("DELETE", f"/v1/items/{ghost_item}", None, None, (404,)),
             ("PUT", f"/v1/items/{ghost_item}", None, {"title": "", "text": "x"}, (422,)),
             ("PUT", f"/v1/items/{ghost_item}", None, {"title": "t", "text": "   "}, (422,)),
+            (
+                "PUT",
+                f"/v1/items/{ghost_item}",
+                None,
+                {"title": "t", "text": "bell \u0007 nul \u0000"},
+                (422,),
+            ),
             ("GET", f"/v1/users/{user}/recommendations", {"n": 0}, None, (422,)),
-            ("GET", f"/v1/users/{user}/recommendations", {"n": 101}, None, (400,)),
+            (
+                "GET",
+                f"/v1/users/{user}/recommendations",
+                {"n": 101},
+                None,
+                (422,),
+            ),  # validation errors are 422 everywhere
             ("GET", f"/v1/users/{'u' * 129}/recommendations", None, None, (422,)),
             ("POST", "/v1/feedback", None, [], (422,)),
             ("POST", "/v1/feedback", None, [{"user_id": user, "item_id": "50", "type": "Bad Type!"}], (422,)),
@@ -1592,7 +1611,9 @@ class Replay:
         streak = 0
         user = self.catalogue.users[0]
         versions: set[Any] = set()
-        with httpx.Client(base_url=self.service.url, timeout=30, headers={"Connection": "close"}) as fresh:
+        with httpx.Client(
+            base_url=self.service.url, timeout=30, headers={"Connection": "close", "X-API-Key": API_KEY}
+        ) as fresh:
             while time.monotonic() - started < self.cfg.switch_timeout_s:
                 ready = self.call(fresh, "GET", "/readyz")
                 answer = self.call(fresh, "GET", f"/v1/users/{user}/recommendations", params={"n": 5})

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offline_jobs.cache import CACHE_FILE
@@ -84,7 +84,7 @@ class RefreshSettings(BaseSettings):
     service_url: str = Field(
         "http://127.0.0.1:8000", description="the service, when it owns the embedded Qdrant"
     )
-    admin_api_key: str | None = None
+    admin_api_key: SecretStr | None = Field(None, description="the service's PROFILEREC_ADMIN_API_KEY")
     refresh_strategy: str = Field("proex", description="proex | reclm | duet | extractive")
     refresh_min_rating: float = 3.5
     refresh_batch: int = Field(200, gt=0, description="profiles per write request")
@@ -286,7 +286,8 @@ async def _write_in_process(settings: RefreshSettings, bodies: list[dict[str, An
 
 
 def _write_through_service(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    headers = {"X-Admin-Key": settings.admin_api_key} if settings.admin_api_key else {}
+    key = settings.admin_api_key
+    headers = {"X-Admin-Key": key.get_secret_value()} if key is not None else {}
     upserted = invalidated = 0
     with httpx.Client(base_url=settings.service_url, timeout=60, headers=headers) as client:
         for body in bodies:

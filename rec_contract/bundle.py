@@ -22,7 +22,9 @@ A bundle is one immutable, versioned folder under a bundles root::
     <root>/previous -> <version>  what `current` pointed at before the last promotion (rollback)
 
 Writers build the folder in a temporary sibling and rename it into place; readers verify the manifest
-and every checksum and refuse a bundle that does not match, with a message naming the file.
+and every checksum and refuse a bundle that does not match, with a message naming the file. Every path
+a manifest names is relative and inside the bundle (no absolute path, no ``..``, no symlink out), and
+a pointer must resolve to a bundle directly under its bundles root.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import hashlib
 import json
 import os
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -151,14 +153,42 @@ def read_manifest(folder: str | Path) -> BundleManifest:
         raise BundleError(f"{path}: manifest does not match the schema: {exc}") from exc
 
 
+def inside_bundle(folder: Path, rel: str) -> Path:
+    """``folder / rel`` for a path a manifest names, refused unless it is relative, has no ``..`` and
+    resolves (symlinks followed) inside the bundle."""
+    pure = PurePosixPath(rel)
+    if not rel or "\\" in rel or pure.is_absolute() or ".." in pure.parts or "\x00" in rel:
+        raise BundleError(
+            f"{folder}: the manifest names {rel!r}: paths must be relative and inside the bundle"
+        )
+    path = folder / pure
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BundleError(f"{folder}: {rel!r} resolves outside the bundle")
+    return path
+
+
+def manifest_paths(manifest: BundleManifest) -> set[str]:
+    """Every path the manifest names (checksummed files and tower files)."""
+    towers = {manifest.user_tower.file, manifest.item_tower.file, manifest.text_encoder.file}
+    return set(manifest.files) | towers
+
+
+def require_listed(folder: Path, manifest: BundleManifest, names: set[str]) -> None:
+    """Refuse a bundle when one of ``names`` (files a reader loads) has no checksum in the manifest."""
+    unlisted = names - set(manifest.files)
+    if unlisted:
+        raise BundleError(f"{folder}: manifest lists no checksum for {sorted(unlisted)}")
+
+
 def verify_bundle(folder: str | Path, check_hashes: bool = True) -> BundleManifest:
     """Read the manifest and check that every listed file exists with its size and checksum."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    required = {manifest.user_tower.file, manifest.item_tower.file, manifest.text_encoder.file}
-    missing_from_manifest = required - set(manifest.files)
-    if missing_from_manifest:
-        raise BundleError(f"{folder}: manifest lists no checksum for {sorted(missing_from_manifest)}")
+    for rel in manifest_paths(manifest):
+        inside_bundle(folder, rel)
+    require_listed(
+        folder, manifest, {manifest.user_tower.file, manifest.item_tower.file, manifest.text_encoder.file}
+    )
     for rel, entry in manifest.files.items():
         path = folder / rel
         if not path.is_file():
@@ -177,11 +207,15 @@ def resolve_pointer(root: str | Path, pointer: str = CURRENT_POINTER) -> Path:
     if not link.is_symlink() and not link.exists():
         raise BundleError(f"{link}: no such bundle pointer (build and promote a bundle first)")
     target = link.resolve()
+    shown = link.readlink() if link.is_symlink() else link
     if not (target / MANIFEST_FILE).is_file():
-        shown = link.readlink() if link.is_symlink() else link
         raise BundleError(
             f"{link} -> {shown} is broken: {target} is not a bundle "
             "(point it again with `profilerec-pipeline publish <bundle dir>`)"
+        )
+    if target.parent != Path(root).resolve():
+        raise BundleError(
+            f"{link} -> {shown} points outside the bundles root {Path(root).resolve()} (refused)"
         )
     return target
 

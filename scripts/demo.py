@@ -12,6 +12,10 @@
    logging to ``var/logs``.
 3. Ask the service for recommendations over HTTP and print the answers (and the curl commands).
 
+The service is secure by default (writes and profile texts need a key): the demo generates an API key
+and an admin key for this run, starts the service with them, prints them and uses the API key in its
+curl examples (also in ``var/run/api-key``, readable by you only).
+
 Every stage skips what is done, so a re-run is quick. ``python -m scripts.demo --stop`` stops the
 background processes.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -70,12 +75,13 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str]) -> int:
 
 
 def _get(
-    url: str, body: dict[str, object] | None = None, timeout: float = 10
+    url: str, body: object = None, timeout: float = 10, key: str | None = None
 ) -> tuple[int, dict[str, object]]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"} if data else {}
-    )
+    headers = {"Content-Type": "application/json"} if data else {}
+    if key:
+        headers["X-API-Key"] = key
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -127,6 +133,18 @@ def _show(title: str, curl: str, status: int, body: dict[str, object]) -> None:
         print(json.dumps(body, indent=2))
 
 
+def _new_keys() -> tuple[str, str]:
+    """This run's API key and admin key (the API key also in var/run/api-key, mode 0600)."""
+    api_key, admin_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    for name, value in (("api-key", api_key), ("admin-key", admin_key)):
+        path = RUN_DIR / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+    return api_key, admin_key
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print("[2/3] starting redis-server and the service")
     print(f"      redis: {_ensure_redis(args.redis_port)}")
+    api_key, admin_key = _new_keys()
     env = {
+        "PROFILEREC_API_KEY": api_key,  # writes and explain=true need it (secure by default)
+        "PROFILEREC_ADMIN_API_KEY": admin_key,
         "PROFILEREC_LOG_LEVEL": service_log_level,  # the service's own log file keeps everything
         "PROFILEREC_LOG_FORMAT": "json",
         "PROFILEREC_REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
@@ -191,16 +212,31 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         time.sleep(0.5)
     print(f"      service pid {pid} on {base}: {ready['status']} {json.dumps(ready['checks'])}")
+    print(
+        f"      API key (X-API-Key, for writes and explain=true): {api_key}\n"
+        f"      admin key (X-Admin-Key): {admin_key}   (both in {RUN_DIR}/, new at every run)"
+    )
 
     print("[3/3] asking for recommendations")
     url = f"{base}/v1/users/{args.user}/recommendations?n=10&explain=true"
-    _show(f"top-10 for MovieLens user {args.user}", f"curl -s '{url}'", *_get(url))
+    _show(
+        f"top-10 for MovieLens user {args.user}, with their profiles (explain=true needs the key)",
+        f"curl -s -H 'X-API-Key: {api_key}' '{url}'",
+        *_get(url, key=api_key),
+    )
     cold = {"liked_items": ["50", "172", "181"], "text": "I love space adventures and epic battles", "n": 5}
     _show(
         "a new user who liked the Star Wars trilogy and wrote a sentence",
         f"curl -s -X POST {base}/v1/recommendations -H 'Content-Type: application/json' "
         f"-d '{json.dumps(cold)}'",
         *_get(f"{base}/v1/recommendations", cold),
+    )
+    feedback = [{"user_id": args.user, "item_id": "50", "type": "like"}]
+    _show(
+        f"user {args.user} liked Star Wars: a write, keyed (without the key: 401)",
+        f"curl -s -X POST {base}/v1/feedback -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(feedback)}'",
+        *_get(f"{base}/v1/feedback", feedback, key=api_key),
     )
     print(
         f"\nThe service keeps running (pid {pid}, logs in {LOG_DIR}/service.log; API docs at {base}/docs; "

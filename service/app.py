@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import install_error_handlers
 from service.metrics import REQUEST_LATENCY, REQUESTS
+from service.openapi import install_live_openapi
+from service.request_limits import RequestLimitsMiddleware
 from service.routes import admin, api, ops
 from service.runtime import build_runtime
 from service.settings import ServiceSettings
@@ -61,6 +63,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = build_runtime(settings)
         app.state.runtime = rt
+        if settings.auth == "off":
+            log.warning("PROFILEREC_AUTH=off: anyone who reaches the port may write items and feedback")
+        elif settings.api_key is None:
+            log.warning("no PROFILEREC_API_KEY: writes and explain=true answer 401 until one is set")
         await asyncio.to_thread(rt.feedback.load)  # every answer excludes what the log says was seen
         await rt.refresh_bundle()
         if rt.holder.current is None:
@@ -82,8 +88,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # limits first (outermost but metrics): nothing reads a body or a URL above them
+    app.add_middleware(
+        RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes, max_url_chars=settings.max_url_chars
+    )
     app.add_middleware(MetricsMiddleware)
     app.include_router(api)
     app.include_router(admin)
     app.include_router(ops)
+    install_live_openapi(app, settings)
     return app

@@ -17,9 +17,19 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from rec_contract.bundle import BundleError, BundleManifest, TowerSpec, read_manifest, verify_bundle
+from rec_contract.bundle import (
+    BundleError,
+    BundleManifest,
+    TowerSpec,
+    inside_bundle,
+    manifest_paths,
+    read_manifest,
+    require_listed,
+    verify_bundle,
+)
 from rec_contract.content import CONTENT_FILE
-from rec_contract.text_encoder import OnnxTextEncoder
+from rec_contract.text_encoder import META_FILE, ONNX_FILE, TOKENIZER_FILE, OnnxTextEncoder
+from service.profiles import ITEM_PROFILE_MASK, ITEM_PROFILES, PROFILE_TEXTS, USER_PROFILE_MASK, USER_PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +105,7 @@ class LoadedBundle:
     user_tower: OnnxTower
     item_tower: OnnxTower
     text_encoder: OnnxTextEncoder
+    categories: frozenset[str] = frozenset()  # of the catalogue's items (request filters are checked)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -135,10 +146,10 @@ def _item_content(folder: Path, n_items: int, dim: int) -> np.ndarray | None:
     path = folder / CONTENT_FILE
     if path.exists():
         content = np.load(path).astype(np.float32)
-    elif (folder / "item_profiles.npy").exists() and (folder / "item_profile_mask.npy").exists():
+    elif (folder / ITEM_PROFILES).exists() and (folder / ITEM_PROFILE_MASK).exists():
         log.warning("bundle has no %s: item content falls back to the mean item profile", CONTENT_FILE)
-        vectors = np.load(folder / "item_profiles.npy")
-        weights = np.load(folder / "item_profile_mask.npy").astype(np.float32)[..., None]
+        vectors = np.load(folder / ITEM_PROFILES)
+        weights = np.load(folder / ITEM_PROFILE_MASK).astype(np.float32)[..., None]
         content = ((vectors * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)).astype(np.float32)
         content /= np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
     else:
@@ -148,13 +159,41 @@ def _item_content(folder: Path, n_items: int, dim: int) -> np.ndarray | None:
     return content
 
 
+SERVED_FILES = ("users.json", "items.json", "items_meta.json", "item_vectors.npy", "interactions.npz")
+SERVED_IF_PRESENT = (
+    "seen.npz",
+    CONTENT_FILE,
+    META_FILE,
+    USER_PROFILES,
+    USER_PROFILE_MASK,
+    ITEM_PROFILES,
+    ITEM_PROFILE_MASK,
+    PROFILE_TEXTS,
+)
+
+
+def served_files(folder: Path, manifest: BundleManifest) -> set[str]:
+    """Every file of the bundle the service reads (each must have a checksum in the manifest)."""
+    names = {*SERVED_FILES, ONNX_FILE, TOKENIZER_FILE, *manifest_paths(manifest)}
+    if manifest.model_kind == "lightgcn":
+        names |= {"collab_users.npy", "collab_items.npy"}
+    return names | {name for name in SERVED_IF_PRESENT if (folder / name).exists()}
+
+
 def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBundle:
-    """Verify and open a bundle folder. Raises :class:`BundleError` with the offending file."""
+    """Verify and open a bundle folder. Raises :class:`BundleError` with the offending file.
+
+    Every file read is listed with its checksum in the manifest (verified unless ``verify_checksums``
+    is off) and inside the folder."""
     folder = Path(folder).resolve()
     started = time.perf_counter()
     manifest = (
         verify_bundle(folder, check_hashes=verify_checksums) if verify_checksums else read_manifest(folder)
     )
+    loaded = served_files(folder, manifest)
+    for name in loaded:
+        inside_bundle(folder, name)
+    require_listed(folder, manifest, loaded)
     user_ids = [str(u) for u in _load_json_list(folder / "users.json")]
     item_ids = [str(i) for i in _load_json_list(folder / "items.json")]
     items_meta = _load_json_list(folder / "items_meta.json")
@@ -199,6 +238,7 @@ def load_bundle(folder: str | Path, verify_checksums: bool = True) -> LoadedBund
         user_tower=OnnxTower(folder, manifest.user_tower),
         item_tower=OnnxTower(folder, manifest.item_tower),
         text_encoder=OnnxTextEncoder(folder),
+        categories=frozenset(str(c) for m in items_meta for c in m.get("categories") or ()),
     )
     log.info(
         "bundle loaded",

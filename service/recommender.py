@@ -28,7 +28,7 @@ import numpy as np
 from rec_contract.content import item_text
 from rec_contract.event_log import append_events
 from rec_contract.qdrant_schema import item_payload, now_iso
-from service.errors import BadRequestError, NotFoundError, UnknownItemsError
+from service.errors import BadRequestError, InvalidInputError, NotFoundError, UnknownItemsError
 from service.metrics import FEEDBACK_EVENTS, ITEMS_UPSERTED, RECOMMENDATIONS, stage
 from service.pipeline import Query
 from service.runtime import Live, Runtime
@@ -49,9 +49,11 @@ STRATEGY_COUNTERS = {
 }
 
 
-def _check_n(rt: Runtime, n: int) -> None:
+def _check_n(rt: Runtime, n: int, field: str) -> None:
     if n > rt.settings.max_n:
-        raise BadRequestError(f"n={n} is above the limit of {rt.settings.max_n}", limit=rt.settings.max_n)
+        raise InvalidInputError(
+            field, f"n={n} is above the limit of {rt.settings.max_n}", limit=rt.settings.max_n
+        )
 
 
 def _answer(
@@ -132,8 +134,9 @@ async def _cached_user_vector(
 async def recommend_for_user(
     rt: Runtime, user_id: str, n: int, categories: Sequence[str], exclude: Sequence[str], explain: bool
 ) -> dict[str, Any]:
-    _check_n(rt, n)
+    _check_n(rt, n, "query.n")
     live = rt.holder.require()
+    rt.categories.check(live.bundle.categories, categories, "query.category")
     with stage("sync"):
         live.sync()
         rt.feedback.sync()
@@ -186,10 +189,11 @@ async def _split_known_items(live: Live, item_ids: Sequence[str]) -> tuple[list[
 
 
 async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[str, Any]:
-    _check_n(rt, request.n)
+    _check_n(rt, request.n, "body.n")
     if len(request.text or "") > rt.settings.max_text_chars:
-        raise BadRequestError(f"text is longer than {rt.settings.max_text_chars} characters")
+        raise InvalidInputError("body.text", f"text is longer than {rt.settings.max_text_chars} characters")
     live = rt.holder.require()
+    rt.categories.check(live.bundle.categories, request.categories, "body.categories")
     live.sync()
     bundle = live.bundle
     liked, added = await _split_known_items(live, request.liked_items)
@@ -317,6 +321,7 @@ async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> 
         "received_at": datetime.now(UTC).isoformat(),
     }
     await asyncio.to_thread(append_events, rt.settings.catalog_log, [event])
+    rt.categories.note(request.categories)
     ITEMS_UPSERTED.inc()
     return ItemUpsertResponse(
         item_id=item_id, created=item_id not in existing, vector_source=source, model_version=live.version
@@ -339,13 +344,20 @@ async def record_feedback(rt: Runtime, events: Sequence[FeedbackEvent]) -> int:
     """Validate item ids, append the events durably to the feedback log (the source of truth of what
     users have seen), then index them so the next answer of this process excludes them (other
     processes follow the log before their next answer)."""
-    if not events:
-        raise BadRequestError("send at least one feedback event")
-    if len(events) > rt.settings.max_feedback_batch:
-        raise BadRequestError(f"at most {rt.settings.max_feedback_batch} events per request")
+    settings = rt.settings
+    if not events or len(events) > settings.max_feedback_batch:
+        raise InvalidInputError("body", f"send 1 to {settings.max_feedback_batch} events per request")
+    for position, e in enumerate(events):
+        if e.type not in settings.feedback_types:
+            raise InvalidInputError(
+                f"body.{position}.type",
+                f"unknown feedback type {e.type!r} (PROFILEREC_FEEDBACK_TYPES)",
+                valid=sorted(settings.feedback_types),
+            )
     live = rt.holder.require()
     live.sync()
     await _split_known_items(live, [e.item_id for e in events])
+    _check_per_user_cap(rt, events)
     received = datetime.now(UTC).isoformat()
     rows = [
         {
@@ -364,6 +376,23 @@ async def record_feedback(rt: Runtime, events: Sequence[FeedbackEvent]) -> int:
     for e in events:
         FEEDBACK_EVENTS.labels(type=e.type).inc()
     return written
+
+
+def _check_per_user_cap(rt: Runtime, events: Sequence[FeedbackEvent]) -> None:
+    """Each user's feedback items are excluded from every answer of theirs (and sent with each search
+    to the item index), so their number is bounded: a batch that would take a user past
+    ``max_feedback_items_per_user`` distinct items is refused whole (nothing acknowledged is dropped)."""
+    cap = rt.settings.max_feedback_items_per_user
+    rt.feedback.sync()
+    batch: dict[str, set[str]] = {}
+    for e in events:
+        batch.setdefault(e.user_id, set()).add(e.item_id)
+    for user, items in batch.items():
+        known = rt.feedback.items_of(user)
+        if len(known) + len(items - known) > cap:
+            raise InvalidInputError(
+                "body", f"user {user!r} would have feedback on more than {cap} items", limit=cap
+            )
 
 
 async def upsert_profiles(rt: Runtime, request: ProfilesUpsertRequest) -> ProfilesUpsertResponse:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from service.batching import MicroBatcher
 from service.bundle_runtime import LoadedBundle, load_bundle
 from service.cache import TaggedLru, VectorCache
 from service.catalogue_sync import reconcile_items
+from service.categories import KnownCategories
 from service.content import ContentModel
 from service.errors import DependencyUnavailableError, NotReadyError
 from service.feedback_index import FeedbackIndex
@@ -72,13 +74,14 @@ class BundleHolder:
     """What is being served. Switching is one reference assignment, after the new one is ready."""
 
     current: Live | None = None
-    error: str | None = None
+    error: str | None = None  # the reason, for the log and the admin reload answer (never /readyz)
+    state: Literal["ok", "missing", "refused"] = "missing"
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def require(self) -> Live:
         live = self.current
         if live is None:
-            raise NotReadyError(f"no model bundle is loaded: {self.error or 'not loaded yet'}")
+            raise NotReadyError(f"no model bundle is loaded ({self.state}; the service log says why)")
         return live
 
 
@@ -90,8 +93,10 @@ class Runtime:
     feedback: FeedbackIndex
     pipeline: Pipeline
     local_cache: TaggedLru
+    categories: KnownCategories
     qdrant: QdrantConnection | None = None
     holder: BundleHolder = field(default_factory=BundleHolder)
+    _unready: tuple[str | None, str | None] = (None, None)
 
     def _profiles(self, bundle: LoadedBundle) -> ProfileSource:
         manifest = bundle.manifest
@@ -145,7 +150,7 @@ class Runtime:
                 target = resolve_pointer(self.settings.bundles_root)
             except BundleError as exc:
                 if self.holder.current is None:
-                    self.holder.error = str(exc)
+                    self.holder.error, self.holder.state = str(exc), "missing"
                 return False
             served = self.holder.current
             if served is not None and served.bundle.path == target:
@@ -155,14 +160,14 @@ class Runtime:
                 live = await self.open_live(bundle)
             except (BundleError, DependencyUnavailableError, OSError, ValueError) as exc:
                 BUNDLE_RELOADS.labels(outcome="failed").inc()
-                self.holder.error = f"bundle {target.name} refused: {exc}"
+                self.holder.error, self.holder.state = f"bundle {target.name} refused: {exc}", "refused"
                 log.error(
                     "bundle load failed; keeping the current one",
                     extra={"bundle": str(target), "reason": str(exc)},
                 )
                 return False
             self.holder.current = live
-            self.holder.error = None
+            self.holder.error, self.holder.state = None, "ok"
             BUNDLE_RELOADS.labels(outcome="loaded").inc()
             set_model_info(bundle.version, bundle.kind, bundle.manifest.proex, bundle.manifest.dataset.name)
             log.info(
@@ -189,6 +194,13 @@ class Runtime:
 
     async def ping_store(self) -> str | None:
         return await self.engine.ping()
+
+    def log_unready(self, store: str | None, redis: str | None) -> None:
+        """The reasons /readyz does not show (a warning when they change, not at every probe)."""
+        reasons = (store, redis)
+        if reasons != self._unready:
+            self._unready = reasons
+            log.warning("readiness check failing", extra={"store": store, "redis": redis})
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -225,5 +237,6 @@ def build_runtime(settings: ServiceSettings) -> Runtime:
             max_n=settings.max_n,
         ),
         local_cache=TaggedLru(settings.local_cache_entries, counted=True),
+        categories=KnownCategories(settings.catalog_log),
         qdrant=qdrant,
     )

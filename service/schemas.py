@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-EntityId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
-Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+from service.limits import (
+    MAX_CATEGORIES,
+    MAX_EXCLUDE,
+    MAX_N,
+    MAX_TEXT_CHARS,
+    VISIBLE_TEXT,
+    Category,
+    EntityId,
+    FreeText,
+    Title,
+)
+
 Strategy = Literal["personalized", "profile_only", "popular"]
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)  # clocks of clients differ; a day ahead is a mistake or a forgery
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: no unknown fields, no NaN or Infinity (strict JSON: the logs stay parseable)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RecommendedItem(BaseModel):
@@ -57,15 +71,29 @@ class RecommendationResponse(BaseModel):
 
 
 class ColdStartRequest(StrictModel):
+    # what the validator below requires, stated in the schema: liked items, text, or both
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["liked_items"], "properties": {"liked_items": {"minItems": 1}}},
+            ]
+        }
+    )
+
     liked_items: list[EntityId] = Field(
         default_factory=list, max_length=200, description="item ids the user liked"
     )
-    text: str | None = Field(None, max_length=4000, description="free text about the user's tastes")
-    n: int = Field(20, ge=1, le=1000)
-    categories: list[Category] = Field(
-        default_factory=list, max_length=50, description="keep only these categories"
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS, pattern=VISIBLE_TEXT)] | None = Field(
+        None, description="free text about the user's tastes"
     )
-    exclude: list[EntityId] = Field(default_factory=list, max_length=1000)
+    n: int = Field(20, ge=1, le=MAX_N, description=f"how many items (at most {MAX_N}, or PROFILEREC_MAX_N)")
+    categories: list[Category] = Field(
+        default_factory=list,
+        max_length=MAX_CATEGORIES,
+        description="keep only these categories (an unknown one is 422 listing the valid ones)",
+    )
+    exclude: list[EntityId] = Field(default_factory=list, max_length=MAX_EXCLUDE)
     explain: bool = False
 
     @field_validator("text")
@@ -83,10 +111,8 @@ class ColdStartRequest(StrictModel):
 
 
 class ItemUpsertRequest(StrictModel):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)] = Field(
-        description="the item's description, used to embed it"
-    )
+    title: Title
+    text: FreeText = Field(description="the item's description, used to embed it")
     categories: list[Category] = Field(default_factory=list, max_length=20)
 
 
@@ -104,18 +130,24 @@ class FeedbackEvent(StrictModel):
     user_id: EntityId
     item_id: EntityId
     type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,31}$")] = Field(
-        description="e.g. click, like, purchase, rating"
+        description="one of PROFILEREC_FEEDBACK_TYPES (default: add_to_cart, click, dislike, like, "
+        "purchase, rating, share, skip, view); another is 422 listing them"
     )
     timestamp: datetime | None = Field(
-        None, description="when it happened (ISO-8601); default: when received"
+        None,
+        description="when it happened (ISO-8601, from 1970 to one day after now); default: when received",
     )
-    value: float | None = Field(None, description="optional strength, e.g. a rating")
+    value: float | None = Field(None, description="optional strength, e.g. a rating (finite)")
 
     @field_validator("timestamp")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
+    def _aware_and_plausible(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if not EARLIEST_EVENT <= value <= datetime.now(UTC) + FUTURE_SLACK:
+            raise ValueError("timestamp must be between 1970-01-01 and one day after now")
         return value
 
 
@@ -134,8 +166,8 @@ class ProfileLabel(StrictModel):
 class ProfileUpsert(StrictModel):
     entity_id: EntityId
     vectors: list[list[float]] = Field(min_length=1, max_length=32, description="the K embedded profiles")
-    texts: list[str] = Field(min_length=1, max_length=32)
-    strategy: str = ""
+    texts: list[FreeText] = Field(min_length=1, max_length=32)
+    strategy: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z0-9_\-]*$")] = ""
     is_fallback: list[bool] | None = None
     labels: list[ProfileLabel] | None = Field(
         None,

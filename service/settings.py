@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
 from service.content import ContentSettings
+from service.limits import DEFAULT_FEEDBACK_TYPES, FEEDBACK_TYPE_RE, MAX_FEEDBACK_BATCH, MAX_N
 
 
 class ServiceSettings(BaseSettings):
@@ -64,14 +65,29 @@ class ServiceSettings(BaseSettings):
     catalog_log: Path = Field(
         None, description="items added/edited through the API (default <work_dir>/feedback/)"
     )  # type: ignore[assignment]
-    max_feedback_batch: int = Field(1000, gt=0)
+    max_feedback_batch: int = Field(MAX_FEEDBACK_BATCH, gt=0, le=MAX_FEEDBACK_BATCH)
+    feedback_types: Annotated[frozenset[str], NoDecode] = Field(
+        DEFAULT_FEEDBACK_TYPES,
+        description="the feedback `type` values accepted (a Prometheus label: keep the set small); "
+        "JSON list or comma-separated",
+    )
+    max_feedback_items_per_user: int = Field(
+        10_000,
+        gt=0,
+        description="distinct items one user may give feedback on since the bundle was built; beyond it "
+        "feedback is refused (422), so every acknowledged item stays excluded from the user's answers",
+    )
 
     # Requests
     default_n: int = Field(20, gt=0)
-    max_n: int = Field(100, gt=0)
+    max_n: int = Field(MAX_N, gt=0, le=MAX_N, description="largest n; at most the API's documented limit")
     max_liked_items: int = Field(200, gt=0)
     max_text_chars: int = Field(4000, gt=0)
     snippet_chars: int = Field(200, gt=0)
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, gt=0, description="request bodies above this are refused (413) while being read"
+    )
+    max_url_chars: int = Field(8192, gt=0, description="longer paths + query strings are refused (414)")
 
     # Cold start: text requests and items known only by text (service.content; figures in
     # benchmarks/cold_start, defaults chosen on the MovieLens-100k demo bundle)
@@ -108,12 +124,18 @@ class ServiceSettings(BaseSettings):
         0.1, gt=0, description="neighbours: softmax temperature over their cosine similarities"
     )
 
-    # Auth: off unless a key is configured
-    api_key: str | None = Field(None, description="when set, requests must send it in `api_key_header`")
+    # Auth: secure by default. Writes (PUT/DELETE /v1/items, POST /v1/feedback) and profile texts
+    # (explain=true) need `api_key` unless auth is "off"; admin routes always need `admin_api_key`.
+    auth: Literal["required", "off"] = Field(
+        "required",
+        description="required: writes and explain=true need the API key (refused with 401 while none "
+        "is configured); off: anyone reaching the port may write (explicit opt-out, loopback demos)",
+    )
+    auth_reads: bool = Field(False, description="if true, recommendation reads need the API key too")
+    api_key: SecretStr | None = Field(None, description="the key clients send in `api_key_header`")
     api_key_header: str = "X-API-Key"
-    admin_api_key: str | None = Field(
-        None,
-        description="key for /v1/admin/* (header X-Admin-Key); unset: loopback clients only",
+    admin_api_key: SecretStr | None = Field(
+        None, description="key of /v1/admin/* (header X-Admin-Key); unset: the admin routes answer 401"
     )
 
     # Server
@@ -137,6 +159,21 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("feedback_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("feedback_types")
+    @classmethod
+    def _label_safe(cls, value: frozenset[str]) -> frozenset[str]:
+        bad = sorted(v for v in value if not FEEDBACK_TYPE_RE.fullmatch(v))
+        if bad or not value:
+            raise ValueError(f"feedback types must match {FEEDBACK_TYPE_RE.pattern} (got {bad or 'none'})")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,10 @@ from rec_contract.profile_store import write_profile_vectors, write_profiles
 from training.data import InteractionDataset, default_split_method, load_dataset, split_dataset
 
 STORE_VERSION = "it-store-1"
+# The service is secure by default: the tests' apps get keys and their clients send them.
+TEST_API_KEY = "it-api-key"
+TEST_ADMIN_KEY = "it-admin-key"
+KEYS = {"X-API-Key": TEST_API_KEY, "X-Admin-Key": TEST_ADMIN_KEY}
 N_PROFILED_USERS = 200
 N_PROFILED_ITEMS = 400
 
@@ -151,6 +155,8 @@ def service_settings(artefacts: Artefacts, kind: str, tmp_path: Path, redis_url:
         "reload_interval_s": 0,
         "feedback_log": tmp_path / "feedback" / "feedback.jsonl",
         "catalog_log": tmp_path / "feedback" / "catalog.jsonl",
+        "api_key": TEST_API_KEY,
+        "admin_api_key": TEST_ADMIN_KEY,
         **extra,
     }
     return ServiceSettings(**values)
@@ -215,6 +221,8 @@ class LiveEnv:
             "reload_interval_s": 0,
             "feedback_log": self.feedback_log,
             "catalog_log": self.catalog_log,
+            "api_key": TEST_API_KEY,
+            "admin_api_key": TEST_ADMIN_KEY,
             **extra,
         }
         return ServiceSettings(**values)
@@ -230,6 +238,7 @@ class LiveEnv:
             "profile_store": self.store,
             "qdrant_path": self.qdrant_path,
             "redis_url": self.redis_url,
+            "admin_api_key": TEST_ADMIN_KEY,
             **extra,
         }
         return RefreshSettings(**values)
@@ -244,6 +253,8 @@ class LiveEnv:
             "PROFILEREC_PROFILE_STORE": str(self.store),
             "PROFILEREC_QDRANT_PATH": str(self.qdrant_path),
             "PROFILEREC_REDIS_URL": self.redis_url,
+            "PROFILEREC_API_KEY": TEST_API_KEY,
+            "PROFILEREC_ADMIN_API_KEY": TEST_ADMIN_KEY,
         }
 
 

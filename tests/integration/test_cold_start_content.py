@@ -9,13 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from tests.integration.conftest import service_settings
+from tests.integration.conftest import KEYS, service_settings
 
 pytestmark = pytest.mark.integration
 
 
 def _client(artefacts, tmp_path, **extra) -> Iterator[TestClient]:
-    with TestClient(create_app(service_settings(artefacts, "multvae", tmp_path, None, **extra))) as client:
+    settings = service_settings(artefacts, "multvae", tmp_path, None, **extra)
+    with TestClient(create_app(settings), headers=KEYS) as client:
         yield client
 
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.integration.conftest import service_settings
+from tests.integration.conftest import KEYS, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_feedback_survives_a_redis_restart_a_flush_and_a_service_restart(
     user = str(artefacts.dataset.user_ids[1])
     settings = _settings(artefacts, kind, tmp_path, redis_server.url)
     url = f"/v1/users/{user}/recommendations?n=10"
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         top = _ids(client.get(url).json())
         liked = top[:2]
         events = [{"user_id": user, "item_id": i, "type": "like"} for i in liked]
@@ -51,9 +51,9 @@ def test_feedback_survives_a_redis_restart_a_flush_and_a_service_restart(
         assert not set(liked) & set(_ids(client.get(url).json()))
         flushed.flushall()
         assert not set(liked) & set(_ids(client.get(url).json()))
-    with TestClient(create_app(settings)) as restarted:  # a new process: the log is the record
+    with TestClient(create_app(settings), headers=KEYS) as restarted:  # a new process: the log is the record
         assert not set(liked) & set(_ids(restarted.get(url).json()))
-    with TestClient(create_app(_settings(artefacts, kind, tmp_path, None))) as no_cache:
+    with TestClient(create_app(_settings(artefacts, kind, tmp_path, None)), headers=KEYS) as no_cache:
         assert not set(liked) & set(_ids(no_cache.get(url).json()))
 
 
@@ -61,7 +61,7 @@ def test_a_new_user_with_feedback_is_personalised_and_never_shown_it_again(
     artefacts, redis_server, flushed, tmp_path
 ) -> None:
     settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         url = "/v1/users/newbie/recommendations?n=10"
         assert client.get(url).json()["strategy"] == "popular"
         events = [{"user_id": "newbie", "item_id": i, "type": "like"} for i in ("50", "172", "181")]
@@ -76,7 +76,10 @@ def test_two_worker_processes_agree_on_items_and_feedback(artefacts, redis_serve
     settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url)
     text = "A haunted lighthouse keeper is stalked by a masked killer in this slasher horror film."
     query = {"text": text, "n": 20, "categories": ["Horror"]}
-    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+    with (
+        TestClient(create_app(settings), headers=KEYS) as one,
+        TestClient(create_app(settings), headers=KEYS) as two,
+    ):
         put = one.put(
             "/v1/items/fresh-1", json={"title": "Lighthouse Terror", "text": text, "categories": ["Horror"]}
         )
@@ -93,7 +96,7 @@ def test_two_worker_processes_agree_on_items_and_feedback(artefacts, redis_serve
         assert one.delete("/v1/items/fresh-1").status_code == 204
         assert "fresh-1" not in _ids(two.post("/v1/recommendations", json=query).json())
         assert two.delete("/v1/items/fresh-1").status_code == 404
-    with TestClient(create_app(settings)) as restarted:
+    with TestClient(create_app(settings), headers=KEYS) as restarted:
         assert "fresh-1" not in _ids(restarted.post("/v1/recommendations", json=query).json())
 
 
@@ -105,7 +108,7 @@ def test_a_cached_vector_never_outlives_a_profile_refresh(artefacts, redis_serve
 
     settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url)
     user = str(artefacts.dataset.user_ids[2])
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         rt = client.app.state.runtime  # type: ignore[attr-defined]
         live = rt.holder.current
         tag = f"0|{live.profiles.revision('user', user)}"
@@ -144,7 +147,10 @@ def test_kept_candidates_follow_deletions_and_edits(artefacts, redis_server, flu
     settings = _settings(artefacts, "multvae", tmp_path, redis_server.url)
     user = str(artefacts.dataset.user_ids[8])
     url = f"/v1/users/{user}/recommendations?n=5"
-    with TestClient(create_app(settings)) as one, TestClient(create_app(settings)) as two:
+    with (
+        TestClient(create_app(settings), headers=KEYS) as one,
+        TestClient(create_app(settings), headers=KEYS) as two,
+    ):
         first = two.get(url).json()["items"]
         assert two.get(url).json()["items"] == first  # the second answer comes from the kept candidates
         edited = {"title": "Renamed", "text": "a new description", "categories": ["Documentary"]}

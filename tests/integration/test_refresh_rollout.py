@@ -37,6 +37,7 @@ from rec_contract.event_log import append_events
 from rec_contract.naming import generation_key, point_id
 from rec_contract.profile_store import read_profiles
 from service.app import create_app
+from tests.integration.conftest import KEYS
 from training.data import split_dataset
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def _user_texts(store: Path) -> dict[str, list[str]]:
 
 def _served_texts(live_env, user: str) -> list[str]:
     """The profile texts the (embedded) service serves for a user now."""
-    with TestClient(create_app(live_env.service_settings())) as client:
+    with TestClient(create_app(live_env.service_settings()), headers=KEYS) as client:
         return client.get(f"/v1/users/{user}/recommendations?n=1&explain=true").json()["user_profiles"]
 
 
@@ -86,7 +87,7 @@ def test_refresh_changes_exactly_the_users_with_new_feedback(artefacts, live_env
     controls = [4, 5]
     raw = {u: str(artefacts.dataset.user_ids[u]) for u in targets + controls}
     new_items = {u: _unseen_popular(artefacts, u, 2) for u in targets}
-    with TestClient(create_app(live_env.service_settings())) as client:
+    with TestClient(create_app(live_env.service_settings()), headers=KEYS) as client:
         before = {
             u: client.get(f"/v1/users/{raw[u]}/recommendations?n=10&explain=true").json()
             for u in targets + controls
@@ -119,7 +120,7 @@ def test_refresh_changes_exactly_the_users_with_new_feedback(artefacts, live_env
     ]
     assert {r["strategy"] for r in rows} == {"proex"} and all(r["model"] for r in rows)
 
-    with TestClient(create_app(live_env.service_settings())) as client:
+    with TestClient(create_app(live_env.service_settings()), headers=KEYS) as client:
         for u in targets:
             after = client.get(f"/v1/users/{raw[u]}/recommendations?n=10&explain=true").json()
             assert after["user_profiles"] == store_after[raw[u]]  # served from the refreshed profiles
@@ -204,11 +205,19 @@ def test_refresh_goes_through_the_service_that_owns_the_embedded_storage(
     with ThreadedServer(create_app(live_env.service_settings(engine="qdrant")), free_port) as server:
         import httpx
 
-        before = httpx.get(f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true").json()
-        httpx.post(f"{server.url}/v1/feedback", json=[{"user_id": user, "item_id": "100", "type": "like"}])
+        before = httpx.get(
+            headers=KEYS, url=f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true"
+        ).json()
+        httpx.post(
+            headers=KEYS,
+            url=f"{server.url}/v1/feedback",
+            json=[{"user_id": user, "item_id": "100", "type": "like"}],
+        )
         report = run_refresh(live_env.refresh_settings(service_url=server.url, refresh_strategy="extractive"))
         assert report.writes["path"].startswith("service ")
-        after = httpx.get(f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true").json()
+        after = httpx.get(
+            headers=KEYS, url=f"{server.url}/v1/users/{user}/recommendations?n=5&explain=true"
+        ).json()
     assert after["user_profiles"] != before["user_profiles"]
     assert after["user_profiles"] == _user_texts(live_env.store)[user]
     assert _qdrant_texts(live_env.qdrant_path, "user", [user])[user] == after["user_profiles"]

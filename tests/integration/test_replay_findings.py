@@ -7,6 +7,7 @@ import pytest
 
 from service.bundle_runtime import load_bundle
 from service.towers import user_vector
+from tests.integration.conftest import KEYS
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def test_a_cold_start_with_text_and_items_known_only_by_text_is_answered(artefac
     from tests.integration.conftest import service_settings
 
     settings = service_settings(artefacts, "multvae", tmp_path, None, qdrant_path=tmp_path / "qdrant")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         for n, genre in enumerate(["Horror", "Comedy"]):
             body = {"title": f"Fresh {genre}", "text": f"A new {genre.lower()} film.", "categories": [genre]}
             assert client.put(f"/v1/items/fresh-{n}", json=body).status_code == 201
@@ -91,7 +92,7 @@ def test_item_changes_survive_a_promotion_a_rollback_and_a_restart(artefacts, tm
         return client.portal.call(live.items.payloads, [item])[item]["title"]
 
     horror = {"title": "Lighthouse Terror", "text": "A haunted lighthouse keeper.", "categories": ["Horror"]}
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         assert client.delete("/v1/items/50").status_code == 204  # a catalogue item
         assert client.put("/v1/items/fresh-1", json=horror).status_code == 201
         edit = {"title": "Toy Story (restored)", "text": "Restored.", "categories": ["Animation"]}
@@ -113,7 +114,7 @@ def test_item_changes_survive_a_promotion_a_rollback_and_a_restart(artefacts, tm
         assert "fresh-2" in {
             i["item_id"] for i in client.post("/v1/recommendations", json=query).json()["items"]
         }
-    with TestClient(create_app(settings)) as restarted:  # a new process on v1: the same state
+    with TestClient(create_app(settings), headers=KEYS) as restarted:  # a new process on v1: the same state
         assert not known(restarted, "50") and known(restarted, "fresh-2") and not known(restarted, "fresh-1")
         assert title_of(restarted, "1") == "Toy Story (restored)"
 

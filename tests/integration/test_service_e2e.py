@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from rec_contract.naming import generation_key, user_vector_key
 from service.app import create_app
 from service.settings import ServiceSettings
-from tests.integration.conftest import service_settings
+from tests.integration.conftest import KEYS, service_settings
 from training.data import Split
 from training.runs import SPLIT_DIR, load_run
 
@@ -35,13 +35,17 @@ def flushed_redis(redis_server) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def lightgcn_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(artefacts, "lightgcn", tmp_path, redis_server.url))) as client:
+    with TestClient(
+        create_app(_settings(artefacts, "lightgcn", tmp_path, redis_server.url)), headers=KEYS
+    ) as client:
         yield client
 
 
 @pytest.fixture
 def multvae_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(artefacts, "multvae", tmp_path, redis_server.url))) as client:
+    with TestClient(
+        create_app(_settings(artefacts, "multvae", tmp_path, redis_server.url)), headers=KEYS
+    ) as client:
         yield client
 
 
@@ -49,14 +53,14 @@ def multvae_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator
 def qdrant_lightgcn_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
     """The Qdrant path (qdrant-client's local mode standing in for a server)."""
     settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url, engine="qdrant")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         yield client
 
 
 @pytest.fixture
 def lightgcn_input_fusion_client(artefacts, redis_server, flushed_redis, tmp_path) -> Iterator[TestClient]:
     settings = _settings(artefacts, "lightgcn-input-fusion", tmp_path, redis_server.url)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         yield client
 
 
@@ -86,7 +90,7 @@ def test_served_top_n_equals_offline_model(
     item_index = artefacts.dataset.item_index()
     everything = artefacts.dataset.interaction_matrix().tocsr()
     settings = _settings(artefacts, kind, tmp_path, redis_server.url, engine=engine)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         for row, user in enumerate(users):
             raw = str(artefacts.dataset.user_ids[user])
             body = client.get(f"/v1/users/{raw}/recommendations?n=20").json()
@@ -282,7 +286,7 @@ def test_qdrant_outage_is_503_with_reason(
     assert client.get(f"/v1/users/{user}/recommendations?n=5").status_code == 200
 
 
-def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -> None:
+def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path, caplog) -> None:
     import shutil
 
     root = tmp_path / "bundles"
@@ -299,8 +303,13 @@ def test_corrupted_bundle_is_refused_with_a_clear_message(artefacts, tmp_path) -
         redis_url=None,
         reload_interval_s=0,
         feedback_log=tmp_path / "f.jsonl",
+        admin_api_key="admin",
     )
-    with TestClient(create_app(settings)) as client:
+    message = "item_vectors.npy: checksum does not match the manifest"
+    with caplog.at_level("ERROR", logger="service.runtime"), TestClient(create_app(settings)) as client:
         ready = client.get("/readyz").json()
         assert ready["status"] == "not_ready"
-        assert "item_vectors.npy: checksum does not match the manifest" in ready["checks"]["bundle"]
+        assert ready["checks"]["bundle"] == "refused"  # a state: the reason is in the log, not public
+        assert any(message in str(getattr(r, "reason", "")) for r in caplog.records)
+        reload = client.post("/v1/admin/reload", headers={"X-Admin-Key": "admin"}).json()
+        assert message in reload["error"]  # and in the (keyed) admin answer

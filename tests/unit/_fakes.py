@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,3 +60,24 @@ def write_toy_bundle(root: Path, version: str) -> Path:
         (folder / name).write_bytes(name.encode())
     seal_manifest(folder, toy_manifest(version))
     return folder
+
+
+@contextlib.contextmanager
+def app_without_bundle(tmp_path: Path, **extra: object) -> Iterator[Any]:
+    """A TestClient of the real app on empty paths under ``tmp_path`` (no bundle, no Redis)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(
+        bundles_root=tmp_path / "bundles",
+        online_dir=tmp_path / "online",
+        redis_url=None,
+        reload_interval_s=0,
+        feedback_log=tmp_path / "feedback.jsonl",
+        catalog_log=tmp_path / "catalog.jsonl",
+        **extra,  # type: ignore[arg-type]
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client

@@ -4,25 +4,18 @@ Uses the real app factory with the embedded Qdrant on a temporary path and no Re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
 from service.settings import ServiceSettings
+from tests.unit._fakes import app_without_bundle as _app
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    tmp_path = tmp_path_factory.mktemp("service")
-    settings = ServiceSettings(
-        bundles_root=tmp_path / "bundles",
-        qdrant_path=tmp_path / "qdrant",
-        redis_url=None,
-        reload_interval_s=0,
-        feedback_log=tmp_path / "feedback.jsonl",
-        api_key="secret",
-    )
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+    with _app(tmp_path_factory.mktemp("service"), api_key="secret") as c:
         c.headers["X-API-Key"] = "secret"
         yield c
 
@@ -36,9 +29,9 @@ def test_readiness_explains_missing_bundle(client: TestClient) -> None:
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "not_ready"
-    assert "no such bundle pointer" in body["checks"]["bundle"]
-    assert body["checks"]["store"].startswith("ok")
-    assert body["checks"]["redis"].startswith("disabled")
+    # check names and states only: no path or exception text (those go to the log)
+    assert body["checks"] == {"bundle": "missing", "store": "ok", "redis": "disabled"}
+    assert "/" not in response.text.replace("application/json", "")
 
 
 def test_requests_get_503_with_reason_not_500(client: TestClient) -> None:
@@ -46,13 +39,77 @@ def test_requests_get_503_with_reason_not_500(client: TestClient) -> None:
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_ready"
     assert response.headers["Retry-After"] == "1"
+    assert "bundles" not in response.text  # no path in the answer
 
 
-def test_auth_required_when_configured(client: TestClient) -> None:
-    response = client.get("/v1/users/1/recommendations", headers={"X-API-Key": "wrong"})
-    assert response.status_code == 401
+WRITES = [
+    ("put", "/v1/items/1", {"title": "T", "text": "t"}),
+    ("delete", "/v1/items/1", None),
+    ("post", "/v1/feedback", [{"user_id": "1", "item_id": "1", "type": "click"}]),
+    ("get", "/v1/users/1/recommendations?explain=true", None),  # profile texts: personal data
+]
+
+
+def _call(client: TestClient, method: str, url: str, body: object, **headers: str):
+    kwargs: dict[str, object] = {"headers": headers}
+    if body is not None:
+        kwargs["json"] = body
+    return client.request(method.upper(), url, **kwargs)
+
+
+def _assert_401(response) -> None:
+    assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "unauthorized"
-    assert client.get("/healthz", headers={"X-API-Key": "wrong"}).status_code == 200
+    assert response.headers["WWW-Authenticate"].startswith("ApiKey")
+
+
+def test_secure_by_default_writes_and_profile_texts_need_a_key(tmp_path: Path) -> None:
+    with _app(tmp_path) as client:  # no key configured, no opt-out
+        for method, url, body in WRITES:
+            _assert_401(_call(client, method, url, body, **{"X-API-Key": "anything"}))
+        # reads stay open (PROFILEREC_AUTH_READS): here 503, no bundle
+        assert client.get("/v1/users/1/recommendations").status_code == 503
+
+
+def test_writes_pass_with_the_key_only(tmp_path: Path) -> None:
+    with _app(tmp_path, api_key="s3cret") as client:
+        for method, url, body in WRITES:
+            _assert_401(_call(client, method, url, body))
+            _assert_401(_call(client, method, url, body, **{"X-API-Key": "s3cret-not"}))
+            # past the key check: no bundle here, so 503 (not 401)
+            assert _call(client, method, url, body, **{"X-API-Key": "s3cret"}).status_code == 503
+
+
+def test_reads_can_require_the_key(tmp_path: Path) -> None:
+    with _app(tmp_path, api_key="s3cret", auth_reads=True) as client:
+        _assert_401(client.get("/v1/users/1/recommendations"))
+        _assert_401(client.post("/v1/recommendations", json={"liked_items": ["1"]}))
+        assert client.get("/v1/users/1/recommendations", headers={"X-API-Key": "s3cret"}).status_code == 503
+        assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_auth_off_is_an_explicit_opt_out(tmp_path: Path) -> None:
+    with _app(tmp_path, auth="off") as client:
+        for method, url, body in WRITES:
+            assert _call(client, method, url, body).status_code == 503
+
+
+def test_admin_routes_need_their_own_key_whatever_the_client_address(tmp_path: Path) -> None:
+    spoof = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Host": "localhost"}
+    with _app(tmp_path, auth="off") as client:  # the TestClient's address is "testclient"
+        _assert_401(client.post("/v1/admin/reload", headers=spoof))
+    with _app(tmp_path, api_key="client-key", admin_api_key="admin-key") as client:
+        _assert_401(client.post("/v1/admin/reload", headers={**spoof, "X-API-Key": "client-key"}))
+        _assert_401(client.post("/v1/admin/reload", headers={"X-Admin-Key": "client-key"}))
+        response = client.post("/v1/admin/reload", headers={"X-Admin-Key": "admin-key"})
+        assert response.status_code == 200
+        assert response.json()["model_version"] is None
+
+
+def test_keys_are_secrets_in_settings(tmp_path: Path) -> None:
+    settings = ServiceSettings(api_key="k-123", admin_api_key="a-456")
+    assert "k-123" not in repr(settings) and "a-456" not in repr(settings)
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "k-123"
 
 
 @pytest.mark.parametrize(
