@@ -133,6 +133,19 @@ def load_run_context(run_dir: str | Path, data_dir: str | Path | None = None) ->
             "split_seed": config.split_seed,
             "hyperparameters": config.hyperparameters,
             "proex": config.proex,
+            "tuning": config.tuning,
+            "baselines": {
+                name: {
+                    "params": result.get("params"),
+                    **{
+                        f"{part}_recall@20": result[part]["recall@20"]
+                        for part in ("valid", "test")
+                        if part in result
+                    },
+                    **({"skipped": result["skipped"]} if "skipped" in result else {}),
+                }
+                for name, result in (raw_metrics.get("baselines") or {}).items()
+            },
         },
     )
 
