@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "mostpop": "benchmarks.mostpop",
+    "baselines": "benchmarks.baselines",
     "eval_speed": "benchmarks.eval_speed",
     "train_quality": "benchmarks.train_quality",
     "profile_throughput": "benchmarks.profile_throughput",

@@ -42,6 +42,7 @@ from rec_contract.bundle import (
 )
 from rec_contract.naming import items_collection, profiles_collection
 from rec_contract.profile_store import PROFILES_FILE, read_profiles
+from training.baselines.compare import summarise as summarise_baselines
 from training.data import InteractionDataset, Split, load_dataset
 from training.models.base import Recommender
 from training.profiles import ProfileInputs, load_profile_inputs
@@ -134,18 +135,7 @@ def load_run_context(run_dir: str | Path, data_dir: str | Path | None = None) ->
             "hyperparameters": config.hyperparameters,
             "proex": config.proex,
             "tuning": config.tuning,
-            "baselines": {
-                name: {
-                    "params": result.get("params"),
-                    **{
-                        f"{part}_recall@20": result[part]["recall@20"]
-                        for part in ("valid", "test")
-                        if part in result
-                    },
-                    **({"skipped": result["skipped"]} if "skipped" in result else {}),
-                }
-                for name, result in (raw_metrics.get("baselines") or {}).items()
-            },
+            "baselines": summarise_baselines(raw_metrics.get("baselines") or {}),
         },
     )
 

@@ -114,6 +114,23 @@ def _fit_one(name: str, split: Split, options: BaselineOptions) -> dict[str, Any
     return result
 
 
+def summarise(baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The short form (for manifests and reports): params, validation and test Recall@20, or why the
+    baseline was skipped."""
+    return {
+        name: {
+            "params": result.get("params"),
+            **{
+                f"{part}_{SELECT_METRIC}": result[part][SELECT_METRIC]
+                for part in ("valid", "test")
+                if part in result
+            },
+            **({"skipped": result["skipped"]} if "skipped" in result else {}),
+        }
+        for name, result in baselines.items()
+    }
+
+
 def model_label(kind: str, proex: bool) -> str:
     """``Mult-VAE+ProEx``, ``LightGCN``, ..."""
     return MODEL_LABELS.get(kind, kind) + ("+ProEx" if proex else "")
