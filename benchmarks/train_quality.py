@@ -192,6 +192,20 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def train_config(args: argparse.Namespace, seed: int, progress: bool) -> Any:
+    """The ``TrainConfig`` of the ``--epochs --eval-every --patience --threads`` options."""
+    from training.models import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=seed,
+        threads=args.threads,
+        progress=progress,
+    )
+
+
 def dataset_baselines(dataset: str, split_seed: int) -> dict[str, dict[str, Any]]:
     """EASE, item-kNN and MostPop on the split the runs of ``dataset`` trained on (cached per split:
     the runs trained in this process have already fitted them)."""
@@ -256,7 +270,6 @@ def main(argv: list[str] | None = None) -> None:
     from rec_contract.logs import configure_logging
     from training.baselines.compare import comparison_lines, model_label
     from training.baselines.compare import summarise as summarise_baselines
-    from training.models import TrainConfig
     from training.proex import proex_defaults
     from training.runs import RunSpec
 
@@ -285,14 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                         else None,
                         profiles_path=args.profiles if variant == "proex" else None,
                         hyperparameters=hps.get(model, {}),
-                        train=TrainConfig(
-                            epochs=args.epochs,
-                            eval_every=args.eval_every,
-                            patience=args.patience,
-                            seed=seed,
-                            threads=args.threads,
-                            progress=args.progress,
-                        ),
+                        train=train_config(args, seed, args.progress),
                         split_seed=args.split_seed,
                         out=str(run_folder(runs_dir, dataset, model, variant, seed)),
                     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import print_table, record
-from benchmarks.train_quality import runs_root
+from benchmarks.train_quality import runs_root, train_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +112,6 @@ def _spec(
     args: argparse.Namespace, runs_dir: Path, dataset: str, model: str, variant: str, kind: str, seed: int
 ) -> Any:
     """The run of one (dataset, model, variant), ``kind`` "default" or "tuned", with seed ``seed``."""
-    from training.models import TrainConfig
     from training.proex import proex_defaults
     from training.runs import RunSpec
 
@@ -121,14 +120,7 @@ def _spec(
         model=model,
         proex=proex_defaults(model) if variant == "proex" else None,
         profiles_path=args.profiles if variant == "proex" else None,
-        train=TrainConfig(
-            epochs=args.epochs,
-            eval_every=args.eval_every,
-            patience=args.patience,
-            seed=seed,
-            threads=args.threads,
-            progress=False,
-        ),
+        train=train_config(args, seed, progress=False),
         split_seed=args.split_seed,
         out=str(runs_dir / f"{Path(dataset).name}-{model}-{variant}-{kind}-seed{seed}"),
     )
