@@ -32,6 +32,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -265,13 +266,15 @@ def tune(
                 resumed,
                 f"{options.budget_s:.0f} s" if options.budget_s is not None else "none",
             )
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-                callbacks=[report],
-                show_progress_bar=interactive,
-            )
+            with warnings.catch_warnings():  # Optuna calls its progress bar experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                    callbacks=[report],
+                    show_progress_bar=interactive,
+                )
     finally:
         base_logger.setLevel(level)
     best = _best(study)
