@@ -18,6 +18,7 @@ from training.baselines.base import binarize
 
 DEFAULT_MAX_ITEMS = 20_000
 DEFAULT_LAMBDAS: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+_BLOCK = 2048
 
 
 class EASETooLargeError(ValueError):
@@ -44,12 +45,18 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     inverse, info = lapack.spotri(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"inverse from the Cholesky factor failed (LAPACK info {info})")
-    p = np.tril(inverse)
-    p = p + np.tril(p, -1).T  # potri fills one triangle
+    # potri fills the lower triangle: mirror it in blocks (no full-size temporaries), then scale the
+    # columns in place, so the peak is the Gram matrix plus this one.
+    p: np.ndarray = inverse
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        p[start:stop, stop:] = p[stop:, start:stop].T
+        block = p[start:stop, start:stop]
+        block[:] = np.tril(block) + np.tril(block, -1).T
     diag = np.diag(p).copy()
-    weights: np.ndarray = (-p / diag[None, :]).astype(np.float32, copy=False)
-    weights[np.diag_indices(n)] = 0.0
-    return weights
+    p /= -diag[None, :]
+    p[np.diag_indices(n)] = 0.0
+    return p
 
 
 class EASE:
