@@ -129,6 +129,8 @@ def test_baselines_under_the_shared_protocol() -> None:
     boosted = evaluate(lambda u: model.score(u) + 100.0 * split.train[u].toarray(), split, "test")
     assert boosted["recall@20"] == pytest.approx(results["ease"]["test"]["recall@20"])
     assert fit_baselines(split, options) == results  # cached per split fingerprint
+    assert list(results["ease"]["grid_valid_recall@20"])[:3] == ["1", "10", "1000"]
+
     lines = comparison_lines(
         "Mult-VAE+ProEx", {"valid": {"recall@20": 0.5}, "test": {"recall@20": 0.4}}, results
     )
@@ -136,3 +138,14 @@ def test_baselines_under_the_shared_protocol() -> None:
     assert "| item-kNN " in lines[1] and "| MostPop " in lines[1]
     gap = gap_to_ease(0.5, results)
     assert gap == pytest.approx(results["ease"]["valid"]["recall@20"] - 0.5)
+
+
+def test_ease_goes_past_an_edge_of_its_grid_when_the_best_sits_on_it() -> None:
+    split = _split(seed=3)
+    result = fit_baselines(split, BaselineOptions(names=("ease",), ease_lambdas=(64.0, 128.0)))["ease"]
+    grid = {float(k): v for k, v in result["grid_valid_recall@20"].items()}
+    tried = list(grid)
+    assert tried[:2] == [64.0, 128.0] and 3 <= len(tried) <= 2 + 3  # past the grid, at most 3 steps
+    first = max(tried[:2], key=lambda l2: grid[l2])
+    assert tried[2] == (first / 2 if first == 64.0 else first * 2)  # towards the edge the best sat on
+    assert result["params"]["l2"] == max(grid, key=lambda l2: grid[l2])

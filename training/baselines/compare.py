@@ -37,6 +37,7 @@ class BaselineOptions:
     names: tuple[str, ...] = BASELINES
     ease_lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     ease_max_items: int = DEFAULT_MAX_ITEMS
+    ease_extend: int = 3  # lambdas tried past an edge of the grid when the best sits on it
     knn_neighbours: tuple[int, ...] = DEFAULT_NEIGHBOURS
 
     def __post_init__(self) -> None:
@@ -73,14 +74,20 @@ def _fit_one(name: str, split: Split, options: BaselineOptions) -> dict[str, Any
             return {"label": LABELS[name], "skipped": str(exc)}
         gram = gram_matrix(split.train)
         best, best_score = None, -1.0
-        for l2 in options.ease_lambdas:
+        tried: list[float] = []
+        pending = sorted(options.ease_lambdas)
+        while pending:
+            l2 = pending.pop(0)
             model = EASE(l2, options.ease_max_items).fit(split.train, gram)
             score = evaluate(model.score, split, "valid")[SELECT_METRIC]
             grid[f"{l2:g}"] = score
+            tried.append(l2)
             if score > best_score:
                 best, best_score = model, score
             else:
                 model.weights = None  # free the I x I matrix before the next solve
+            if not pending:  # the best sits on an edge of what was tried: go one step past it
+                pending = _past_the_edge(best.l2, tried, len(options.ease_lambdas), options.ease_extend)
         del gram
     else:
         neighbours = sorted(options.knn_neighbours)
@@ -129,6 +136,18 @@ def summarise(baselines: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
         }
         for name, result in baselines.items()
     }
+
+
+def _past_the_edge(best: float, tried: list[float], grid_size: int, steps: int) -> list[float]:
+    """The next lambda to try when ``best`` is the smallest or largest tried (halve or double it),
+    at most ``steps`` past the ``grid_size`` values of the grid; else none."""
+    if len(tried) < 2 or len(tried) - grid_size >= steps:
+        return []
+    if best == min(tried):
+        return [best / 2.0]
+    if best == max(tried):
+        return [best * 2.0]
+    return []
 
 
 def model_label(kind: str, proex: bool) -> str:

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from training.baselines.base import binarize
 
-DEFAULT_NEIGHBOURS: tuple[int, ...] = (10, 20, 50, 100, 200, 400)
+DEFAULT_NEIGHBOURS: tuple[int, ...] = (5, 10, 20, 50, 100, 200, 400)
 _BLOCK = 1024
 
 
