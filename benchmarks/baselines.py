@@ -55,6 +55,9 @@ def run(datasets: list[str], seed: int, threads: int) -> list[dict[str, Any]]:
                     "published_R@20": PUBLISHED_RECALL20.get((dataset.name, baseline), float("nan")),
                     "fit_and_select_s": result["seconds"],
                     "threads": threads,
+                    "valid_R@20_by_param": " ".join(
+                        f"{k}:{v:.4f}" for k, v in (result.get("grid_valid_recall@20") or {}).items()
+                    ),
                 }
             )
     return rows
