@@ -7,6 +7,8 @@ import sys
 
 BENCHMARKS = {
     "mostpop": "benchmarks.mostpop",
+    "baselines": "benchmarks.baselines",
+    "tuning": "benchmarks.tuning",
     "eval_speed": "benchmarks.eval_speed",
     "train_quality": "benchmarks.train_quality",
     "profile_throughput": "benchmarks.profile_throughput",

@@ -7,6 +7,10 @@ Every (dataset, model, variant, seed) is one training run through :func:`trainin
 ``config.json`` matches the requested run exactly is read back instead of retrained (the record says
 which runs were reused).
 
+Beside the models, every dataset gets EASE, item-kNN and MostPop fitted on the same split (lambda and
+k chosen on validation Recall@20; :mod:`training.baselines.compare`): table rows with variant
+``baseline`` and a line per model, e.g. ``test R@20: Mult-VAE+ProEx 0.29 | EASE 0.29 | MostPop 0.15``.
+
 ProEx needs a profile store (``--profiles``). The RLMRec Amazon-Book split ships no profile text, so
 on it only the base models run (parity with the published figures).
 
@@ -188,6 +192,51 @@ def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def train_config(args: argparse.Namespace, seed: int, progress: bool) -> Any:
+    """The ``TrainConfig`` of the ``--epochs --eval-every --patience --threads`` options."""
+    from training.models import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        seed=seed,
+        threads=args.threads,
+        progress=progress,
+    )
+
+
+def dataset_baselines(dataset: str, split_seed: int) -> dict[str, dict[str, Any]]:
+    """EASE, item-kNN and MostPop on the split the runs of ``dataset`` trained on (cached per split:
+    the runs trained in this process have already fitted them)."""
+    from training.baselines import fit_baselines
+    from training.data import default_split_method, load_dataset, split_dataset
+
+    data = load_dataset(dataset)
+    split = split_dataset(data, default_split_method(data.name), seed=split_seed)
+    return fit_baselines(split)
+
+
+def baseline_rows(baselines: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Table rows (variant ``baseline``) with the test metrics of each dataset's baselines."""
+    rows = []
+    for dataset, results in baselines.items():
+        for result in results.values():
+            if "test" not in result:
+                continue
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": result["label"],
+                    "variant": "baseline",
+                    "seeds": 1,
+                    **{label: result["test"][key] for label, key in METRICS.items()},
+                    "params": " ".join(f"{k}={v:g}" for k, v in (result.get("params") or {}).items()),
+                }
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = argparse.ArgumentParser(
@@ -219,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from rec_contract.logs import configure_logging
-    from training.models import TrainConfig
+    from training.baselines.compare import comparison_lines, model_label
+    from training.baselines.compare import summarise as summarise_baselines
     from training.proex import proex_defaults
     from training.runs import RunSpec
 
@@ -248,14 +298,7 @@ def main(argv: list[str] | None = None) -> None:
                         else None,
                         profiles_path=args.profiles if variant == "proex" else None,
                         hyperparameters=hps.get(model, {}),
-                        train=TrainConfig(
-                            epochs=args.epochs,
-                            eval_every=args.eval_every,
-                            patience=args.patience,
-                            seed=seed,
-                            threads=args.threads,
-                            progress=args.progress,
-                        ),
+                        train=train_config(args, seed, args.progress),
                         split_seed=args.split_seed,
                         out=str(run_folder(runs_dir, dataset, model, variant, seed)),
                     )
@@ -277,7 +320,16 @@ def main(argv: list[str] | None = None) -> None:
                         {"dataset": dataset, "model": model, "variant": variant, "seed": seed, **res}
                     )
     rows = summarise(results)
+    baselines = {dataset: dataset_baselines(dataset, args.split_seed) for dataset in args.datasets}
+    rows += baseline_rows(baselines)
     print_table(rows, "Test metrics (mean over seeds), best validation Recall@20 checkpoint")
+    for row in rows:
+        if row["variant"] in ("base", "proex"):
+            label = model_label(row["model"], row["variant"] == "proex")
+            for line in comparison_lines(
+                label, {"test": {"recall@20": row["R@20"]}}, baselines[row["dataset"]], ("test",)
+            ):
+                print(f"{row['dataset']}: {line}")
     for note in notes:
         print("note:", note)
     figures = {
@@ -285,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_seconds": time.perf_counter() - started,
         "run_wall_seconds": sum(r["metrics"]["wall_seconds"] for r in results),
         "reused_runs": sum(1 for r in results if r["reused"]),
+        "baselines": {dataset: summarise_baselines(result) for dataset, result in baselines.items()},
     }
     params = {
         "datasets": args.datasets,

@@ -4,6 +4,7 @@
     profilerec-pipeline export RUN_DIR                        # a trained run -> a bundle (not live)
     profilerec-pipeline publish BUNDLE_DIR [--no-promote]     # collections + make live
     profilerec-pipeline retrain [--tolerance 0.005]           # all data -> candidate -> gate -> live
+        [--max-gap-to-ease 0.01]                              # ... and refuse a model trailing EASE
     profilerec-pipeline rollback                              # the previous bundle is live again
     profilerec-pipeline status                                # live/previous bundles and their metrics
                                                               # (exit 2 when `current` is missing or broken)
@@ -12,6 +13,12 @@ Every step skips what is already done, so a re-run resumes (and ``docker compose
 bootstrap every time). Qdrant: ``--qdrant-url`` / ``PROFILEREC_QDRANT_URL`` for a server, else the
 embedded storage at ``PROFILEREC_QDRANT_PATH`` (which must not be open by a running service; with the
 service running, promotion moves only the bundle pointer and the service builds the collection).
+
+The bootstrap and the retrain report the model's validation Recall@20 beside EASE's (fitted on the same
+split, with item-kNN and MostPop in the bootstrap report); ``--max-gap-to-ease`` (or
+``PROFILEREC_MAX_GAP_TO_EASE``, absolute Recall@20, off by default) refuses to publish a model that
+trails EASE by more than that (exit 3). ``bootstrap --tune`` searches the hyperparameters first
+(``--trials``, ``--tune-budget-s``; see ``profilerec-train --tune``).
 """
 
 from __future__ import annotations
@@ -68,13 +75,16 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
     from offline_jobs.embedding import export_text_encoder
     from offline_jobs.profile_builder import BuildOptions, build_profiles
     from offline_jobs.publish import publish
+    from offline_jobs.rollout import PromotionRefusedError, baseline_gate
     from offline_jobs.selection import select
     from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
     from rec_contract.profile_store import VECTORS_FILE, merge_into_store
+    from training.baselines.compare import comparison_lines, model_label, summarise
     from training.export import ExportOptions, export_bundle
     from training.models import TrainConfig
     from training.proex import proex_defaults
     from training.runs import METRICS_FILE, RunSpec, execute_run
+    from training.tuning import TuneOptions, tune_and_run
 
     work = Path(args.work_dir)
     report: dict[str, Any] = {"dataset": args.dataset}
@@ -124,8 +134,23 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
             out=str(run_dir),
             data_dir=args.data_dir,
         )
-        execute_run(spec)
-    report["run"] = json.loads((run_dir / METRICS_FILE).read_text())["test"]
+        if args.tune:
+            tune_and_run(spec, TuneOptions(trials=args.trials, budget_s=args.tune_budget_s, progress=False))
+        else:
+            execute_run(spec)
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    report["run"] = metrics["test"]
+    report["valid"] = metrics["valid"]
+    baselines = metrics.get("baselines") or {}
+    report["baselines"] = summarise(baselines)
+    report["comparison"] = comparison_lines(model_label(args.model, args.proex), metrics, baselines)
+    versus_ease = baseline_gate(metrics["valid"]["recall@20"], baselines, args.max_gap_to_ease)
+    report["vs_ease"] = versus_ease.as_dict()
+    if not versus_ease.passed:
+        raise PromotionRefusedError(
+            f"the bootstrap model trails EASE on the validation split: {versus_ease.note}; not "
+            f"published (the run is in {run_dir}: tune it with --tune, or raise --max-gap-to-ease)"
+        )
 
     bundles_root = Path(args.bundles_root)
     exported = [
@@ -176,6 +201,18 @@ def _status(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _max_gap_option(parser: argparse.ArgumentParser) -> None:
+    from offline_jobs.settings import JobSettings
+
+    parser.add_argument(
+        "--max-gap-to-ease",
+        type=float,
+        default=JobSettings().max_gap_to_ease,
+        help="refuse to publish a model whose validation Recall@20 trails EASE's by more than this "
+        "(absolute; default PROFILEREC_MAX_GAP_TO_EASE, unset: report the gap only)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="profilerec-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -217,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--patience", type=int, default=10)
     boot.add_argument("--seed", type=int, default=2024)
     boot.add_argument("--split-seed", type=int, default=2024)
+    boot.add_argument("--tune", action="store_true", help="search the hyperparameters first (Optuna)")
+    boot.add_argument("--trials", type=int, default=30, help="tuning trials in all (resumable)")
+    boot.add_argument("--tune-budget-s", type=float, default=3600.0, help="tuning wall-clock budget")
+    _max_gap_option(boot)
 
     exp = sub.add_parser("export", help="a trained run -> a bundle (not live)")
     exp.add_argument("run_dir")
@@ -239,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--eval-every", type=int, default=5)
     ret.add_argument("--patience", type=int, default=10)
     ret.add_argument("--no-promote", action="store_true")
+    _max_gap_option(ret)
     ret.add_argument(
         "--profile-store",
         default=os.environ.get("PROFILEREC_PROFILE_STORE") or None,
@@ -293,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=Path(args.data_dir) if args.data_dir else None,
                 profile_store=Path(args.profile_store) if args.profile_store else None,
                 promote=not args.no_promote,
+                max_gap_to_ease=args.max_gap_to_ease,
             )
             with _qdrant(args, required=False) as client:
                 result = retrain(options, client)

@@ -6,7 +6,11 @@ test parts, logged interactions are training data, so both models are judged on 
 pairs and neither has trained on them), trained with the live model's configuration and the live
 profile store, exported to a new bundle. Then the gate: the candidate and the live bundle are both
 scored through their exported artefacts (ONNX towers and item vectors) on that validation split; a
-candidate whose Recall@20 is worse than the live one's by more than the tolerance is refused. A
+candidate whose Recall@20 is worse than the live one's by more than the tolerance is refused. The
+candidate is also set against EASE fitted on the same training split (the run's ``baselines``): the
+report gives both validation figures and the gap, and with ``max_gap_to_ease`` set
+(``--max-gap-to-ease`` / ``PROFILEREC_MAX_GAP_TO_EASE``) a candidate trailing EASE by more than that is
+refused too. A
 promoted bundle becomes live atomically (bundle pointer, then Qdrant aliases); the running service
 switches without a restart; ``rollback`` makes the previous bundle live again.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,7 @@ class RetrainOptions:
     data_dir: Path | None = None
     profile_store: Path | None = None
     promote: bool = True
+    max_gap_to_ease: float | None = None  # absolute validation Recall@20; None: report only
 
 
 @dataclass
@@ -62,6 +67,45 @@ class GateResult:
     tolerance: float
     passed: bool
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BaselineGateResult:
+    """The model's validation Recall@20 against EASE's on the same split."""
+
+    metric: str
+    model: float
+    ease: float | None
+    gap: float | None  # EASE minus the model: positive when the model trails
+    max_gap: float | None
+    passed: bool
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def baseline_gate(
+    model_valid: float, baselines: dict[str, dict[str, Any]], max_gap: float | None
+) -> BaselineGateResult:
+    """Compare ``model_valid`` (validation Recall@20) with EASE's from ``baselines`` (a run's
+    ``metrics.json`` ``baselines``); refuse when it trails by more than ``max_gap`` (None: never)."""
+    from training.baselines.compare import SELECT_METRIC, gap_to_ease
+
+    gap = gap_to_ease(model_valid, baselines)
+    ease_result = baselines.get("ease") or {}
+    ease = float(ease_result["valid"][SELECT_METRIC]) if "valid" in ease_result else None
+    if gap is None:
+        note = ease_result.get("skipped") or "EASE was not fitted for this run"
+        passed = True
+    else:
+        passed = max_gap is None or gap <= max_gap
+        note = (
+            f"model {model_valid:.4f} vs EASE {ease:.4f}: "
+            + (f"trails by {gap:.4f}" if gap > 0 else f"ahead by {-gap:.4f}")
+            + ("" if max_gap is None else f" (allowed gap {max_gap})")
+        )
+    return BaselineGateResult(f"valid {SELECT_METRIC}", model_valid, ease, gap, max_gap, passed, note)
 
 
 def live_dataset(manifest: BundleManifest, opts: RetrainOptions) -> InteractionDataset:
@@ -204,10 +248,15 @@ def retrain(opts: RetrainOptions, qdrant_client: Any = None) -> dict[str, Any]:
     )
     split = split_dataset(dataset, "predefined")
     result = gate(live_dir, candidate, dataset, split, opts.tolerance)
+    versus_ease = baseline_gate(
+        result.candidate, outcome.metrics.get("baselines") or {}, opts.max_gap_to_ease
+    )
+    log.info("candidate against EASE: %s", versus_ease.note, extra={"vs_ease": versus_ease.as_dict()})
     report: dict[str, Any] = {
         "candidate": candidate.name,
         "live": live_dir.name,
         "gate": result.__dict__,
+        "vs_ease": versus_ease.as_dict(),
         "data": dataset.report.get("live_counts", {}),
         "run_dir": str(outcome.run_dir),
     }
@@ -219,6 +268,12 @@ def retrain(opts: RetrainOptions, qdrant_client: Any = None) -> dict[str, Any]:
             f"candidate {candidate.name} Recall@20 {result.candidate:.4f} < live {result.live:.4f} "
             f"- tolerance {result.tolerance} on the validation split; not promoted "
             f"(report in {opts.work_dir / 'rollouts'})"
+        )
+    if not versus_ease.passed:
+        log.warning("candidate refused: trails EASE", extra={"vs_ease": versus_ease.as_dict()})
+        raise PromotionRefusedError(
+            f"candidate {candidate.name} trails EASE on the validation split: {versus_ease.note}; "
+            f"not promoted (report in {opts.work_dir / 'rollouts'})"
         )
     if opts.promote:
         report["publish"] = publish(candidate, qdrant_client, store)

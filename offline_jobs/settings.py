@@ -68,6 +68,10 @@ class JobSettings(BaseSettings):
     embed_api_key: SecretStr | None = None  # default: llm_api_key
     embed_dimensions: int | None = None
 
+    # Publishing gate: refuse a model whose validation Recall@20 trails EASE's (fitted on the same split)
+    # by more than this absolute amount (bootstrap and gated retrain); None: report the gap, never refuse.
+    max_gap_to_ease: float | None = Field(default=None, ge=0.0)
+
     # Qdrant
     qdrant_url: str | None = None
     qdrant_path: str | None = None

@@ -8,7 +8,11 @@ Examples::
 
 The run folder (``--out``, default ``var/runs/<dataset>-<model>-<proex|base>-seed<seed>``) gets
 ``config.json``, ``split/``, ``checkpoint.pt`` (best validation Recall@20), ``epochs.jsonl`` and
-``metrics.json``; see :mod:`training.runs`.
+``metrics.json`` (with EASE, item-kNN and MostPop fitted on the same split: ``--no-baselines`` skips
+them); see :mod:`training.runs`. ``--tune`` first searches the model's hyperparameters on validation
+Recall@20 (Optuna, ``--trials``, ``--tune-budget-s``, resumable; see :mod:`training.tuning`)::
+
+    profilerec-train --dataset var/datasets/mine --model multvae --tune --trials 30 --tune-budget-s 3600
 """
 
 from __future__ import annotations
@@ -99,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=2)
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     train.add_argument("--out", default=None, help="run folder")
+    train.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fit EASE, item-kNN and MostPop on the same split and report them beside the model",
+    )
+
+    tune = parser.add_argument_group("tuning")
+    tune.add_argument("--tune", action="store_true", help="search the hyperparameters first (Optuna)")
+    tune.add_argument("--trials", type=int, default=30, help="trials in all, resumed ones included")
+    tune.add_argument(
+        "--tune-budget-s", type=float, default=3600.0, help="wall-clock budget of the search (seconds)"
+    )
     return parser
 
 
@@ -106,17 +123,20 @@ def main(argv: list[str] | None = None) -> None:
     # Idle OpenMP threads must not spin on a shared 2-core machine; set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rec_contract.logs import configure_logging
+    from training.baselines.compare import BaselineOptions, comparison_lines, model_label
+    from training.data.errors import DataFormatError
     from training.models import TrainConfig
     from training.proex import proex_defaults
     from training.runs import RunSpec, execute_run
+    from training.tuning import TuneOptions, tune_and_run
 
     args = build_parser().parse_args(argv)
     configure_logging()
     proex = None
+    fixed_proex: frozenset[str] = frozenset()
     if args.proex:
         tau = args.tau
-        proex = proex_defaults(
-            args.model,
+        options: dict[str, Any] = dict(
             n_profiles=args.k,
             n_envs=args.envs,
             alpha=args.alpha,
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
             use_alignment=False if args.no_alignment else None,
             use_mixing=False if args.no_mixing else None,
         )
+        proex = proex_defaults(args.model, **options)
+        fixed_proex = frozenset(k for k, v in options.items() if v is not None)  # not searched by --tune
     elif args.profiles:
         raise SystemExit("--profiles is only used with --proex")
     spec = RunSpec(
@@ -159,14 +181,34 @@ def main(argv: list[str] | None = None) -> None:
         split_seed=args.split_seed,
         out=args.out,
         data_dir=args.data_dir,
+        baselines=BaselineOptions() if args.baselines else None,
     )
-    outcome = execute_run(spec)
+    try:
+        if args.tune:
+            tune_options = TuneOptions(
+                trials=args.trials, budget_s=args.tune_budget_s, progress=args.progress
+            )
+            outcome = tune_and_run(spec, tune_options, fixed_proex)
+        else:
+            outcome = execute_run(spec)
+    except (DataFormatError, ValueError) as exc:  # a clear message, not a traceback
+        raise SystemExit(f"error: {exc}") from exc
     test = outcome.metrics["test"]
     print(
         f"{outcome.run_dir}: test recall@20={test['recall@20']:.4f} ndcg@20={test['ndcg@20']:.4f} "
         f"best epoch {outcome.fit.best_epoch}, {outcome.fit.seconds_per_epoch:.2f} s/epoch, "
         f"{outcome.metrics['wall_seconds']:.0f} s wall"
     )
+    if outcome.config.tuning:
+        tuning = outcome.config.tuning
+        print(
+            f"tuned: {tuning['trials']} trials ({tuning['pruned']} pruned), best trial "
+            f"{tuning['best_trial']}: {json.dumps(tuning['best_params'])}"
+        )
+    if "baselines" in outcome.metrics:
+        label = model_label(args.model, proex is not None)
+        for line in comparison_lines(label, outcome.metrics, outcome.metrics["baselines"]):
+            print(line)
 
 
 if __name__ == "__main__":

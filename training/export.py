@@ -44,6 +44,7 @@ from rec_contract.content import CONTENT_FILE, item_text
 from rec_contract.explanations import label_of_row
 from rec_contract.naming import items_collection, profiles_collection
 from rec_contract.profile_store import PROFILES_FILE, read_profiles
+from training.baselines.compare import summarise as summarise_baselines
 from training.data import InteractionDataset, Split, load_dataset
 from training.models.base import Recommender
 from training.profiles import ProfileInputs, load_profile_inputs
@@ -135,6 +136,8 @@ def load_run_context(run_dir: str | Path, data_dir: str | Path | None = None) ->
             "split_seed": config.split_seed,
             "hyperparameters": config.hyperparameters,
             "proex": config.proex,
+            "tuning": config.tuning,
+            "baselines": summarise_baselines(raw_metrics.get("baselines") or {}),
         },
     )
 

@@ -10,7 +10,10 @@ A run folder holds
 * ``checkpoint.pt`` - the best state dict (profile vectors included as buffers for ProEx models);
 * ``epochs.jsonl`` - one line per epoch: loss parts, validation Recall@20 when evaluated, seconds;
 * ``metrics.json`` - final validation and test metrics at K = 10, 20, 40, best epoch, wall seconds,
-  seconds per epoch.
+  seconds per epoch, and ``baselines``: EASE, item-kNN and MostPop fitted on the same split, tuned on
+  validation Recall@20 and evaluated with the same protocol (:mod:`training.baselines.compare`);
+* ``tuning.sqlite3`` - for a tuned run (``--tune``), the Optuna study that chose the configuration
+  (:mod:`training.tuning`); ``config.json``'s ``tuning`` says what the search did.
 
 :func:`execute_run` trains and evaluates one run; :func:`load_run` rebuilds the trained model.
 
@@ -35,7 +38,8 @@ from typing import Any
 import torch
 
 from rec_contract.atomic import atomic_write_text
-from training.data import Split, default_split_method, load_dataset, split_dataset
+from training.baselines.compare import BaselineOptions, comparison_lines, fit_baselines, model_label
+from training.data import InteractionDataset, Split, default_split_method, load_dataset, split_dataset
 from training.evaluation import evaluate
 from training.models import Recommender, TrainConfig, build_model, model_config
 from training.models.base import CHECKPOINT_FILE, FitResult
@@ -64,6 +68,9 @@ class RunSpec:
     split_seed: int = 2024
     out: str | None = None
     data_dir: str | None = None
+    baselines: BaselineOptions | None = field(default_factory=BaselineOptions)  # None: fit none
+    tuning: dict[str, Any] | None = None  # what the hyperparameter search did (config.json)
+    attachments: dict[str, Path] = field(default_factory=dict)  # run-folder file name -> file to copy
 
     def run_dir(self) -> Path:
         """``--out``, or ``<work dir>/runs/<dataset>-<model>-<proex|base>-seed<seed>``."""
@@ -94,6 +101,7 @@ class RunConfig:
     created_at: str
     format_version: int = RUN_FORMAT_VERSION
     dataset_source: str = ""  # what load_dataset() was given: a registry name or a saved dataset folder
+    tuning: dict[str, Any] | None = None  # the hyperparameter search that chose this configuration
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -165,8 +173,18 @@ def publish_run(staging: Path, final_dir: Path) -> None:
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutcome:
-    """Everything :func:`execute_run` does inside the (staging) folder ``run_dir``."""
+@dataclass
+class RunData:
+    """What a run trains on: the dataset, its split (and method) and the profile inputs (ProEx)."""
+
+    dataset: InteractionDataset
+    method: str
+    split: Split
+    profiles: ProfileInputs | None
+
+
+def prepare_data(spec: RunSpec) -> RunData:
+    """Load the dataset, split it as ``spec`` says and load the profile inputs of a ProEx run."""
     dataset = load_dataset(spec.dataset, spec.data_dir)
     method = spec.split_method or default_split_method(dataset.name)
     split = split_dataset(dataset, method, seed=spec.split_seed)  # type: ignore[arg-type]
@@ -177,6 +195,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         profiles = load_profile_inputs(spec.profiles_path, dataset, spec.proex.n_profiles)
         if not profiles.user_mask.any() and not profiles.item_mask.any():
             raise ValueError(f"profile store {spec.profiles_path} covers none of {dataset.name}'s ids")
+    return RunData(dataset, method, split, profiles)
+
+
+def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutcome:
+    """Everything :func:`execute_run` does inside the (staging) folder ``run_dir``."""
+    data = prepare_data(spec)
+    dataset, method, split, profiles = data.dataset, data.method, data.split, data.profiles
     model_config(spec.model, spec.hyperparameters)  # validate before any work
     torch.manual_seed(spec.train.seed)  # model initialisation is part of the seeded run
     model = build_model(spec.model, split.train, spec.hyperparameters, spec.proex, profiles)
@@ -196,7 +221,10 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         train=spec.train.as_dict(),
         seed=spec.train.seed,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        tuning=spec.tuning,
     )
+    for name, source in spec.attachments.items():
+        shutil.copy2(source, run_dir / name)
     atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     split.save(run_dir / SPLIT_DIR)
     log.info(
@@ -210,7 +238,7 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
     scorer = model.make_scorer()
     valid = evaluate(scorer, split, "valid")
     test = evaluate(scorer, split, "test")
-    metrics = {
+    metrics: dict[str, Any] = {
         "valid": valid.metrics,
         "test": test.metrics,
         "best_epoch": fit.best_epoch,
@@ -221,6 +249,13 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         "eval_seconds": fit.eval_seconds,
         "wall_seconds": time.perf_counter() - started,
     }
+    if spec.baselines is not None:
+        metrics["baselines"] = fit_baselines(split, spec.baselines)
+        for line in comparison_lines(
+            model_label(spec.model, profiles is not None), metrics, metrics["baselines"]
+        ):
+            log.info(line, extra={"run_dir": str(run_dir)})
+        metrics["wall_seconds"] = time.perf_counter() - started
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     return RunOutcome(run_dir, model, config, fit, metrics)
 

@@ -248,6 +248,34 @@ def test_gate_refuses_a_worse_candidate(artefacts, live_env) -> None:
     assert same.live == pytest.approx(run_metrics["valid"]["recall@20"], abs=1e-6)
 
 
+def test_retrain_refuses_a_candidate_that_trails_ease(artefacts, live_env, data_dir: Path) -> None:
+    from offline_jobs.rollout import PromotionRefusedError, RetrainOptions, retrain
+
+    work = live_env.root / "work"
+    options = RetrainOptions(
+        bundles_root=live_env.bundles_root,
+        work_dir=work,
+        text_encoder_dir=artefacts.text_encoder,
+        feedback_log=live_env.feedback_log,
+        catalog_log=live_env.catalog_log,
+        tolerance=1.0,  # the live-model gate passes: only EASE can refuse
+        epochs=1,
+        eval_every=1,
+        data_dir=data_dir,
+        profile_store=live_env.store,
+        promote=False,
+        max_gap_to_ease=0.0,
+    )
+    with pytest.raises(PromotionRefusedError, match="trails EASE"):
+        retrain(options)
+    assert resolve_pointer(live_env.bundles_root) == live_env.bundle  # still live
+    (report_file,) = (work / "rollouts").iterdir()
+    report = json.loads(report_file.read_text())
+    versus = report["vs_ease"]
+    assert versus["model"] == report["gate"]["candidate"] and versus["ease"] > versus["model"]
+    assert not versus["passed"] and versus["max_gap"] == 0.0
+
+
 def test_promotion_under_load_fails_no_request_and_rollback_restores(
     artefacts, live_env, free_port: int
 ) -> None:

@@ -1,0 +1,331 @@
+"""Hyperparameter search on validation Recall@20 (``profilerec-train --tune``) with Optuna.
+
+Each trial builds the model with sampled hyperparameters and trains it with the shared trainer
+(early stopping on validation Recall@20, the run's epochs / cadence / patience / seed); the validation
+Recall@20 of every evaluation checkpoint is reported to the trial, and a median pruner stops trials
+that trail the others at the same checkpoint (after ``startup_trials`` complete trials). The sampler
+is TPE. The search stops after ``trials`` finished trials (complete or pruned, resumed ones included)
+or when this invocation's wall-clock ``budget_s`` is spent; a trial still training when the budget
+runs out is stopped at its next checkpoint and counted as pruned.
+
+What is searched (``--hp`` values and ProEx options given on the command line stay fixed):
+
+* LightGCN: ``lr``, ``l2``, ``embedding_dim``, ``n_layers``;
+* Mult-VAE: ``lr``, ``dropout``, ``hidden_dim``, ``latent_dim``, ``anneal_cap``, ``anneal_steps``;
+* ProEx-fused models, in addition: ``lambda_align``, ``lambda_reg``, ``lambda_var`` and ``f_psi``'s
+  ``mapping_hidden``, ``profile_dropout``, ``mapping_dropout``, ``mapping_zero_init`` (and ``beta`` for
+  Mult-VAE).
+
+Resumable: the study lives in an SQLite file. While the search runs it is
+``.<run folder name>.tuning.sqlite3`` beside the run folder; the final run (the best configuration,
+retrained with the run's seed through :func:`training.runs.execute_run`) copies it into the run folder
+as ``tuning.sqlite3``. A rerun continues the study: after a kill from the working file (the killed
+trial is marked failed and its parameters are tried again), after a finished run from the run folder's
+copy (so ``--trials 40`` after ``--trials 20`` adds 20 trials). A study made on another split, model
+or profile store is refused. The best configuration is what ``config.json`` (and so the bundle's
+manifest) records, with a ``tuning`` section: trials, best trial, best validation Recall@20, budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from training.models.base import VALID_METRIC, Trainer
+from training.proex import ProExConfig
+from training.runs import RunData, RunOutcome, RunSpec, execute_run, prepare_data
+
+log = logging.getLogger(__name__)
+
+STORAGE_FILE = "tuning.sqlite3"
+STUDY_NAME = "profilerec"
+
+
+@dataclass
+class TuneOptions:
+    """How long to search: ``trials`` in all (resumed ones count), ``budget_s`` seconds of this
+    invocation (None: no limit), a progress bar on a terminal (``progress``) else one line per trial."""
+
+    trials: int = 30
+    budget_s: float | None = 3600.0
+    progress: bool = True
+    startup_trials: int = 5  # random trials before TPE models the space, and before pruning starts
+    seed: int = 2024
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError("--trials must be >= 1")
+        if self.budget_s is not None and self.budget_s <= 0:
+            raise ValueError("--tune-budget-s must be > 0")
+
+
+def suggest(
+    trial: Any,
+    model: str,
+    hyperparameters: dict[str, Any],
+    proex: ProExConfig | None,
+    fixed_proex: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], ProExConfig | None]:
+    """Sample one configuration: the model's hyperparameters (``hyperparameters`` keys stay as given)
+    and, for a fused model, the ProEx options not in ``fixed_proex``."""
+    hp = dict(hyperparameters)
+
+    def pick(name: str, sampler: Any) -> None:
+        if name not in hp:
+            hp[name] = sampler()
+
+    if model == "lightgcn":
+        pick("lr", lambda: trial.suggest_float("lr", 3e-4, 2e-2, log=True))
+        pick("l2", lambda: trial.suggest_float("l2", 1e-9, 1e-4, log=True))
+        pick("embedding_dim", lambda: trial.suggest_categorical("embedding_dim", [32, 64, 128]))
+        pick("n_layers", lambda: trial.suggest_int("n_layers", 1, 4))
+    elif model == "multvae":
+        pick("lr", lambda: trial.suggest_float("lr", 3e-4, 1e-2, log=True))
+        pick("dropout", lambda: trial.suggest_float("dropout", 0.0, 0.7))
+        pick("hidden_dim", lambda: trial.suggest_categorical("hidden_dim", [200, 400, 600]))
+        pick("latent_dim", lambda: trial.suggest_categorical("latent_dim", [64, 128, 200]))
+        pick("anneal_cap", lambda: trial.suggest_float("anneal_cap", 0.0, 1.0))
+        pick("anneal_steps", lambda: trial.suggest_int("anneal_steps", 10, 20000, log=True))
+    else:
+        raise ValueError(f"no search space for model {model!r}")
+    if proex is None:
+        return hp, None
+    values: dict[str, Any] = {}
+
+    def pick_proex(name: str, sampler: Any) -> None:
+        if name not in fixed_proex:
+            values[name] = sampler()
+
+    pick_proex("lambda_align", lambda: trial.suggest_float("lambda_align", 1e-3, 1.0, log=True))
+    pick_proex("lambda_reg", lambda: trial.suggest_float("lambda_reg", 1e-3, 1.0, log=True))
+    pick_proex("lambda_var", lambda: trial.suggest_float("lambda_var", 1e-2, 10.0, log=True))
+    pick_proex("mapping_hidden", lambda: trial.suggest_categorical("mapping_hidden", [64, 128, 256, 512]))
+    pick_proex("profile_dropout", lambda: trial.suggest_float("profile_dropout", 0.0, 0.5))
+    pick_proex("mapping_dropout", lambda: trial.suggest_float("mapping_dropout", 0.0, 0.5))
+    pick_proex("mapping_zero_init", lambda: trial.suggest_categorical("mapping_zero_init", [False, True]))
+    if model == "multvae":
+        pick_proex("beta", lambda: trial.suggest_float("beta", 0.05, 1.0))
+    return hp, replace(proex, **values)
+
+
+class _BudgetSpentError(Exception):
+    """The wall-clock budget ran out during a trial."""
+
+
+class _TrialTrainer(Trainer):
+    """The shared trainer, reporting each validation checkpoint to the trial (and pruning there)."""
+
+    def __init__(self, config: Any, trial: Any, deadline: float | None) -> None:
+        super().__init__(config)
+        self.trial = trial
+        self.deadline = deadline
+        self.checkpoints = 0
+
+    def validate(self, model: Any, split: Any) -> Any:
+        import optuna
+
+        result = super().validate(model, split)
+        self.checkpoints += 1
+        self.trial.report(result[VALID_METRIC], step=self.checkpoints * self.config.eval_every)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {self.checkpoints * self.config.eval_every}")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _BudgetSpentError
+        return result
+
+
+def working_storage(final_dir: Path) -> Path:
+    """Where the study lives while the search runs: a hidden file beside the run folder."""
+    return final_dir.parent / f".{final_dir.name}.{STORAGE_FILE}"
+
+
+def _identity(spec: RunSpec, data: RunData) -> dict[str, Any]:
+    return {
+        "model": spec.model,
+        "proex": spec.proex is not None,
+        "split_fingerprint": data.split.fingerprint(),
+        "profiles_fingerprint": data.profiles.fingerprint() if data.profiles is not None else None,
+        "metric": f"valid {VALID_METRIC}",
+    }
+
+
+def _open_study(storage_path: Path, identity: dict[str, Any], options: TuneOptions, done: int) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=f"sqlite:///{storage_path}",
+        direction="maximize",
+        load_if_exists=True,
+        # a resumed study must not replay the same sampler draws
+        sampler=optuna.samplers.TPESampler(n_startup_trials=options.startup_trials, seed=options.seed + done),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=options.startup_trials, n_warmup_steps=0),
+    )
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("identity", identity)
+    elif recorded != identity:
+        differs = sorted(k for k in identity if recorded.get(k) != identity[k])
+        raise ValueError(
+            f"the tuning study in {storage_path} was made for another run ({', '.join(differs)} "
+            "differ): remove it or choose another --out"
+        )
+    return study
+
+
+def _finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def tune(
+    spec: RunSpec, options: TuneOptions, fixed_proex: frozenset[str] = frozenset()
+) -> tuple[RunSpec, Path]:
+    """Search ``spec``'s model hyperparameters; return the spec of the best configuration (with its
+    ``tuning`` summary and the study file attached) and the working study file."""
+    import optuna
+    import torch
+    from optuna.trial import TrialState
+
+    from training.models import build_model, model_config
+
+    started = time.monotonic()
+    deadline = started + options.budget_s if options.budget_s is not None else None
+    final_dir = spec.run_dir()
+    storage = working_storage(final_dir)
+    if not storage.exists() and (final_dir / STORAGE_FILE).exists():
+        shutil.copy2(final_dir / STORAGE_FILE, storage)  # continue the study of a finished tuned run
+    model_config(spec.model, spec.hyperparameters)  # validate before any work
+    data = prepare_data(spec)
+    identity = _identity(spec, data)
+    probe = _open_study(storage, identity, options, 0)
+    study = _open_study(storage, identity, options, len(probe.trials)) if probe.trials else probe
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a kill
+        study.tell(stale.number, state=TrialState.FAIL)
+        study.enqueue_trial(stale.params)
+        log.info("trial %d was interrupted: it runs again", stale.number)
+    resumed = _finished(study)
+    remaining = options.trials - resumed
+    train_cfg = replace(spec.train, progress=False)
+    interactive = options.progress and sys.stderr.isatty()
+
+    def objective(trial: optuna.Trial) -> float:
+        hp, proex = suggest(trial, spec.model, spec.hyperparameters, spec.proex, fixed_proex)
+        torch.manual_seed(train_cfg.seed)  # as execute_run: the best trial's run is reproducible
+        model = build_model(spec.model, data.split.train, hp, proex, data.profiles)
+        trainer = _TrialTrainer(train_cfg, trial, deadline)
+        trial_started = time.monotonic()
+        try:
+            fit = trainer.fit(model, data.split)
+        except _BudgetSpentError:
+            trial.set_user_attr("stopped_by_budget", True)
+            raise optuna.TrialPruned("the wall-clock budget ran out") from None
+        finally:
+            trial.set_user_attr("seconds", round(time.monotonic() - trial_started, 2))
+        trial.set_user_attr("best_epoch", fit.best_epoch)
+        trial.set_user_attr("epochs_run", fit.epochs_run)
+        return float(fit.best_valid[VALID_METRIC])
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if interactive:
+            return
+        best = _best(study)
+        state = "pruned" if trial.state == TrialState.PRUNED else f"{trial.state.name.lower()}"
+        value = f"valid R@20 {trial.value:.4f}" if trial.value is not None else state
+        last = max(trial.intermediate_values.items(), default=None)
+        if trial.state == TrialState.PRUNED and last is not None:
+            value = f"{state} at epoch {last[0]} (valid R@20 {last[1]:.4f})"
+        log.info(
+            "trial %d/%d: %s, %.0f s; best %s",
+            _finished(study),
+            options.trials,
+            value,
+            trial.user_attrs.get("seconds", 0.0),
+            f"{best.value:.4f} (trial {best.number})" if best is not None else "none yet",
+        )
+
+    base_logger = logging.getLogger("training.models.base")
+    level = base_logger.level
+    base_logger.setLevel(logging.WARNING)  # no epoch lines from the trials
+    try:
+        if remaining > 0 and (deadline is None or time.monotonic() < deadline):
+            log.info(
+                "tuning %s%s: %d trials to run (%d done), budget %s",
+                spec.model,
+                "+proex" if spec.proex is not None else "",
+                remaining,
+                resumed,
+                f"{options.budget_s:.0f} s" if options.budget_s is not None else "none",
+            )
+            with warnings.catch_warnings():  # Optuna calls its progress bar experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(
+                    objective,
+                    n_trials=remaining,
+                    timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                    callbacks=[report],
+                    show_progress_bar=interactive,
+                )
+    finally:
+        base_logger.setLevel(level)
+    best = _best(study)
+    hp, proex = dict(spec.hyperparameters), spec.proex
+    if best is not None:
+        hp, proex = suggest(
+            optuna.trial.FixedTrial(best.params), spec.model, spec.hyperparameters, spec.proex, fixed_proex
+        )
+    else:
+        log.warning("no tuning trial finished (budget too small?): the run uses the given configuration")
+    trials = study.get_trials(deepcopy=False)
+    summary = {
+        "storage": STORAGE_FILE,
+        "trials": len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]),
+        "complete": len([t for t in trials if t.state == TrialState.COMPLETE]),
+        "pruned": len([t for t in trials if t.state == TrialState.PRUNED]),
+        "failed": len([t for t in trials if t.state == TrialState.FAIL]),
+        "trials_requested": options.trials,
+        "budget_s": options.budget_s,
+        "this_invocation_seconds": round(time.monotonic() - started, 1),
+        "trial_seconds": round(sum(float(t.user_attrs.get("seconds", 0.0)) for t in trials), 1),
+        "best_trial": best.number if best is not None else None,
+        "best_valid_recall@20": best.value if best is not None else None,
+        "best_params": best.params if best is not None else {},
+        "searched": sorted({name for t in trials for name in t.params}),
+        "sampler": "TPE",
+        "pruner": "median",
+        "valid_recall@20_by_trial": [float(t.value) if t.value is not None else None for t in trials],
+    }
+    tuned = replace(
+        spec,
+        hyperparameters=hp,
+        proex=proex,
+        tuning=summary,
+        attachments={**spec.attachments, STORAGE_FILE: storage},
+    )
+    return tuned, storage
+
+
+def _best(study: Any) -> Any:
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def tune_and_run(
+    spec: RunSpec, options: TuneOptions, fixed_proex: frozenset[str] = frozenset()
+) -> RunOutcome:
+    """:func:`tune`, then train the best configuration into the run folder (which keeps the study)."""
+    tuned, storage = tune(spec, options, fixed_proex)
+    outcome = execute_run(tuned)  # copies the study into the run folder before publishing it
+    storage.unlink()
+    return outcome
