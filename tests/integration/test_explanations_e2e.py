@@ -20,7 +20,7 @@ from offline_jobs.qdrant_upload import qdrant_client
 from rec_contract.bundle import read_manifest, seal_manifest
 from rec_contract.profile_store import read_profiles, write_profiles
 from service.app import create_app
-from tests.integration.conftest import service_settings
+from tests.integration.conftest import KEYS, service_settings
 from training.data import default_split_method, split_dataset
 from training.export import _write_profiles
 
@@ -90,7 +90,7 @@ def test_explain_returns_only_grounded_profiles_labelled(artefacts, redis_server
         artefacts, "lightgcn", tmp_path, redis_server.url, bundles_root=bundles_root,
         qdrant_path=qdrant_path, engine=engine,
     )  # fmt: skip
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=KEYS) as client:
         for user, wanted in expected.items():
             body = client.get(f"/v1/users/{user}/recommendations?n=3&explain=true").json()
             assert body["explanations"] == wanted
