@@ -15,6 +15,7 @@ BENCHMARKS = {
     "refresh_cost": "benchmarks.refresh_cost",
     "day_in_the_life": "benchmarks.day_in_the_life",
     "retrieval_scale": "benchmarks.retrieval_scale",
+    "epoch_time": "benchmarks.epoch_time",
 }
 
 
