@@ -5,6 +5,11 @@ warmed up for one epoch each, then trained epoch by epoch in alternation (base, 
 ...), so load from other jobs on the machine falls on both alike; the figures are the medians of the
 timed epochs and their ratio, with the 1-minute load average before and after.
 
+``f_psi_s`` is the mapping MLP alone over one epoch (forward and backward on exactly the inputs the
+ProEx model gives it, see :func:`mapping_seconds`) and ``floor_ratio`` is ``(base + f_psi) / base``:
+the ratio no exact implementation of the fused epoch can go below (for Mult-VAE it ignores the extra
+decoder pass of every environment after the first, so its real floor is higher still).
+
 Profiles: ``--profiles DATASET=FOLDER`` reads a profile store (e.g. the MovieLens-100k store the demo
 writes); a dataset without one gets synthetic profile vectors of the same shape as the stores here
 (K = 4 slots of 384-d MiniLM vectors, every slot present) - the RLMRec Amazon-Book split ships no
@@ -97,14 +102,43 @@ def time_epochs(split: Any, profiles: Any, model: str, epochs: int, threads: int
             trainer.train_epoch(models[variant], optimizers[variant], rngs[variant])
             seconds[variant].append(time.perf_counter() - t0)
     base, proex = statistics.median(seconds["base"]), statistics.median(seconds["proex"])
+    mapping = mapping_seconds(trainer, models["proex"], optimizers["proex"], rngs["proex"], repeats=3)
     return {
         "base_s": base,
         "proex_s": proex,
         "ratio": proex / base,
+        "f_psi_s": mapping,
+        "floor_ratio": (base + mapping) / base,
         "batches": models["base"].batches_per_epoch(),
         "base_epochs_s": [round(s, 4) for s in seconds["base"]],
         "proex_epochs_s": [round(s, 4) for s in seconds["proex"]],
     }
+
+
+def mapping_seconds(trainer: Any, model: Any, optimizer: Any, rng: Any, repeats: int) -> float:
+    """Median seconds per epoch of ``f_psi`` alone: forward and backward on the inputs it gets.
+
+    One ProEx epoch records the shapes the mapping is called with; replaying those calls (random
+    inputs of the same shapes, the gradient of the outputs' sum) is the work the method itself asks
+    of every step, so ``base + f_psi`` bounds what any exact implementation of the fused epoch costs
+    (Mult-VAE additionally decodes every environment).
+    """
+    import torch
+
+    mapping = model.mapping
+    shapes: list[tuple[int, ...]] = []
+    hook = mapping.register_forward_hook(lambda _m, inputs, _o: shapes.append(tuple(inputs[0].shape)))
+    trainer.train_epoch(model, optimizer, rng)
+    hook.remove()
+    inputs = [torch.randn(shape) for shape in shapes]
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for x in inputs:
+            mapping(x).sum().backward()
+        runs.append(time.perf_counter() - t0)
+    mapping.zero_grad(set_to_none=True)
+    return statistics.median(runs)
 
 
 def quality_run(
