@@ -286,12 +286,8 @@ def environment_theta(config: ProExConfig) -> torch.Tensor:
 
 
 def mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Mixed representations ``[E, B, d]`` from ``weights [E, B, K]`` and ``values [B, K, d]``.
-
-    A broadcast product summed over K: with K a handful of slots, a batched matmul per row
-    (``einsum``) spends its time in B tiny ``[E, K] @ [K, d]`` products.
-    """
-    return (weights.unsqueeze(-1) * values.unsqueeze(0)).sum(dim=2)
+    """Mixed representations ``[E, B, d]`` from ``weights [E, B, K]`` and ``values [B, K, d]``."""
+    return torch.einsum("ebk,bkd->ebd", weights, values)
 
 
 def profile_regulariser(
@@ -309,8 +305,11 @@ def profile_regulariser(
     m = (mask.bool() & _nonzero(mapped)).to(mapped.dtype)
     if k < 2:
         return mapped.new_zeros(())
-    vectors = mapped if similarity == "dot" else F.normalize(mapped, dim=-1)
-    sims = (vectors.unsqueeze(2) * vectors.unsqueeze(1)).sum(dim=-1)  # [B, K, K], no tiny bmm per row
+    if similarity == "dot":
+        sims = mapped @ mapped.transpose(1, 2)
+    else:
+        unit = F.normalize(mapped, dim=-1)
+        sims = unit @ unit.transpose(1, 2)
     pair = m[:, :, None] * m[:, None, :] * (1.0 - torch.eye(k, dtype=mapped.dtype, device=mapped.device))
     logits = ((sims + 1.0) / tau).masked_fill(pair == 0, -1e4)
     per_slot = F.softplus(torch.logsumexp(logits, dim=-1)) * m

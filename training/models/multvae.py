@@ -231,9 +231,8 @@ class MultVAE(ProExFusion, Recommender):
         col_index = torch.from_numpy(rows.indices.astype(np.int64))
 
         def reconstruction(latent: torch.Tensor) -> torch.Tensor:
-            """Multinomial NLL per batch of ``latent [..., B, d]`` (all environments in one decode)."""
-            log_probs = F.log_softmax(self.decode(latent), dim=-1)
-            return -log_probs[..., row_index, col_index].sum(-1) / len(users)
+            log_probs = F.log_softmax(self.decode(latent), dim=1)
+            return -log_probs[row_index, col_index].sum() / len(users)
 
         if self.proex is None or self.mapping is None:
             nll = reconstruction(z)
@@ -259,7 +258,7 @@ class MultVAE(ProExFusion, Recommender):
         beta: float,
         reconstruction: Callable[[torch.Tensor], torch.Tensor],
     ) -> LossOutput:
-        """Eq. 6-14 for one batch of users, every environment at once; f_psi runs only on the batch's rows.
+        """Eq. 6-14 for one batch of users; f_psi runs only on the batch's rows.
 
         ``L_rec^e`` is Mult-VAE's whole loss (NLL plus the annealed KL) with the environment's sampled
         profile representation added to the sampled latent (Eq. 12).
@@ -273,8 +272,8 @@ class MultVAE(ProExFusion, Recommender):
         weights = mix_weights(environment_theta(cfg), slots)  # [E, B, K]
         env_mu = mix(weights, slot_mu)
         env_var = mix(weights, slot_logvar.exp()).clamp(min=_VARIANCE_FLOOR)
-        env_profile = env_mu + _environment_noise(env_mu) * env_var.sqrt()
-        nll = reconstruction(z + env_profile)  # [E]
+        env_profile = env_mu + torch.randn_like(env_mu) * env_var.sqrt()
+        nll = torch.stack([reconstruction(z + profile) for profile in env_profile])  # [E]
         align = None
         if self.aligns:
             valid = slots.any(dim=1)
@@ -332,14 +331,3 @@ class MultVAE(ProExFusion, Recommender):
                 return self.decode(z)
 
         return score
-
-
-def _environment_noise(like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise shaped like ``like [E, B, d]``, drawn in ``[B, E, d]`` memory order.
-
-    torch fills a tensor's memory in order, and with a different generator path for non-contiguous
-    tensors; drawing into the layout the earlier per-row ``einsum`` mixing returned keeps seeded runs
-    identical to the runs recorded before mixing became a broadcast sum.
-    """
-    n_envs, batch, dim = like.shape
-    return torch.empty(batch, n_envs, dim, dtype=like.dtype).transpose(0, 1).normal_()
