@@ -20,6 +20,7 @@ BENCHMARKS = {
     "retrieval_scale": "benchmarks.retrieval_scale",
     "cold_start": "benchmarks.cold_start",
     "resilience": "benchmarks.resilience",
+    "epoch_time": "benchmarks.epoch_time",
 }
 
 

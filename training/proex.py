@@ -13,7 +13,11 @@ The parts every fused model shares:
   (Eq. 7);
 * :func:`info_nce` - the cross-space alignment of discriminative models (in-batch InfoNCE);
 * :func:`kl_alignment` - the distribution matching of generative models (Eq. 11);
-* :func:`environment_objective` - Eq. 14: sum of the environment losses plus the variance term.
+* :func:`environment_objective` - Eq. 14: sum of the environment losses plus the variance term;
+* :class:`ProExFusion` - the plumbing every fused model shares (profile buffers, K and fusion-stage
+  checks, ``f_psi``, the towers' profile inputs, Eq. 13-14 assembled from the model's per-environment
+  losses): a model mixes it in and supplies only its own recommendation loss per environment and
+  its alignment term.
 
 Masks are float or bool tensors ``[..., K]`` with 1 where a profile slot exists. An entity without any
 profile gets a zero profile term everywhere (mixing, pooling) and is left out of the alignment and the
@@ -22,12 +26,16 @@ regulariser.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from training.profiles import ProfileInputs
 
 # Sums of mixing weights below this are treated as zero (Dirichlet(0.1) samples underflow in float32).
 _WEIGHT_FLOOR = 1e-12
@@ -374,16 +382,134 @@ def split_mean_logvar(mapped: torch.Tensor, latent: int) -> tuple[torch.Tensor, 
 
 
 def environment_objective(
-    env_losses: list[torch.Tensor], lambda_var: float
+    env_losses: list[torch.Tensor] | torch.Tensor, lambda_var: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 14 without the regulariser: ``(sum_e L^e + lambda3 Var_e(L^e), Var_e(L^e))``.
 
-    The variance is the population variance over the environments (0 for a single environment or for
-    equal losses).
+    ``env_losses`` is a list of scalars or an ``[E]`` tensor. The variance is the population variance
+    over the environments (0 for a single environment or for equal losses).
     """
-    stacked = torch.stack(env_losses)
-    variance = stacked.var(unbiased=False) if len(env_losses) > 1 else stacked.new_zeros(())
+    stacked = torch.stack(env_losses) if isinstance(env_losses, list) else env_losses
+    variance = stacked.var(unbiased=False) if len(stacked) > 1 else stacked.new_zeros(())
     return stacked.sum() + lambda_var * variance, variance
+
+
+class ProExFusion:
+    """The ProEx plumbing of a fused recommender, mixed into its ``nn.Module`` class.
+
+    A model calls :meth:`init_proex` in its constructor (after ``nn.Module.__init__`` and after setting
+    ``n_users`` / ``n_items``) and, in its loss, computes per environment only its own recommendation
+    loss and (when :attr:`aligns`) its alignment term, then hands them to :meth:`proex_objective`. The
+    mixin owns everything else: the pairing and K checks, the fusion-stage check, ``f_psi``, the four
+    profile buffers (``user_profiles [n_users, K, d_s]``, ``user_profile_mask [n_users, K]`` bool and
+    the item pair; their names are the checkpoint's keys), the towers' profile inputs, and Eq. 13-14
+    (environment sum, variance term, Eq. 7 regulariser) with the epoch log's parts.
+
+    A base model (no ProEx config) has ``mapping = None`` and no buffers.
+    """
+
+    proex: ProExConfig | None
+    mapping: MappingMLP | None
+    n_users: int
+    n_items: int
+    user_profiles: torch.Tensor
+    user_profile_mask: torch.Tensor
+    item_profiles: torch.Tensor
+    item_profile_mask: torch.Tensor
+
+    def init_proex(
+        self,
+        proex: ProExConfig | None,
+        profiles: ProfileInputs | None,
+        out_dim: int,
+        stages: tuple[str, ...] = FUSION_STAGES,
+    ) -> None:
+        """Check the config against the profiles, build ``f_psi: d_s -> out_dim`` and the buffers.
+
+        ``stages`` are the fusion stages the model supports (Eq. 12's addition point).
+        """
+        if (proex is None) != (profiles is None):
+            raise ValueError("ProEx needs profile inputs and profile inputs need a ProEx config")
+        self.proex = proex
+        self.mapping = None
+        if proex is None or profiles is None:
+            return
+        if profiles.k != proex.n_profiles:
+            raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
+        if proex.fusion_stage not in stages:
+            kind = getattr(self, "kind", type(self).__name__)
+            raise ValueError(f"{kind} supports fusion_stage {' or '.join(map(repr, stages))}")
+        self.mapping = MappingMLP.for_config(profiles.dim, out_dim, proex)
+        module = self._module()
+        module.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
+        module.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
+        module.register_buffer("item_profiles", torch.from_numpy(profiles.item_vectors))
+        module.register_buffer("item_profile_mask", torch.from_numpy(profiles.item_mask))
+
+    def _module(self) -> nn.Module:
+        if not isinstance(self, nn.Module):
+            raise TypeError("ProExFusion is a mixin for torch modules")
+        return self
+
+    @property
+    def uses_profiles(self) -> bool:
+        """Whether the model fuses profile vectors (ProEx) or is the base model."""
+        return self.mapping is not None
+
+    @property
+    def aligns(self) -> bool:
+        """Whether the loss has the alignment term (lambda1 > 0 and not ablated)."""
+        return self.proex is not None and self.proex.use_alignment and self.proex.lambda_align > 0
+
+    def proex_optimizer(self, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+        """Adam over the model; ``f_psi`` in its own group when the ProEx config asks (:func:`make_adam`)."""
+        return make_adam(self._module(), lr, weight_decay, self.mapping, self.proex)
+
+    def profile_inputs(
+        self, entity: str, index: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' ``(profiles [B, K, d_s], profile_mask [B, K] float)`` for ``index`` (None: all).
+
+        The base model has no profiles: it gets ``[B, 1, 1]`` / ``[B, 1]`` zeros, which its towers keep
+        as inputs but ignore.
+        """
+        if self.mapping is None:
+            n = (self.n_users if entity == "user" else self.n_items) if index is None else len(index)
+            return torch.zeros(n, 1, 1), torch.zeros(n, 1)
+        vectors = self.user_profiles if entity == "user" else self.item_profiles
+        mask = self.user_profile_mask if entity == "user" else self.item_profile_mask
+        if index is None:
+            return vectors, mask.float()
+        return vectors.index_select(0, index), mask.index_select(0, index).float()
+
+    def proex_objective(
+        self,
+        rec_losses: torch.Tensor,
+        reported: dict[str, torch.Tensor],
+        align: torch.Tensor | None,
+        regulariser: Callable[[], torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 13-14 from the model's per-environment terms; returns the loss and the epoch log's parts.
+
+        ``rec_losses [E]``: each environment's recommendation loss ``L_rec^e`` (the model's whole base
+        loss on its fused representations); ``reported``: named per-environment tensors (``[E]``) or
+        scalars to log as their mean; ``align [E]``: the alignment terms (None when not :attr:`aligns`);
+        ``regulariser``: Eq. 7 on the batch's mapped profiles, called only when the config uses it.
+        """
+        assert self.proex is not None
+        cfg = self.proex
+        env_losses = rec_losses if align is None else rec_losses + cfg.lambda_align * align
+        total, variance = environment_objective(env_losses, cfg.lambda_var if cfg.use_variance else 0.0)
+        parts = {name: float(value.detach().mean()) for name, value in reported.items()}
+        parts["variance"] = float(variance.detach())
+        if align is not None:
+            parts["align"] = float(align.detach().mean())
+        if cfg.use_regulariser and cfg.lambda_reg > 0:
+            reg = regulariser()
+            total = total + cfg.lambda_reg * reg
+            parts["reg"] = float(reg.detach())
+        parts["loss"] = float(total.detach())
+        return total, parts
 
 
 # Per-model defaults, chosen on MovieLens-100k validation data with the extractive profile store (the

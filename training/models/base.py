@@ -187,33 +187,15 @@ class Trainer:
         epoch_bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress, unit="ep")
         epoch = 0
         for epoch in epoch_bar:
-            model.train()
             t0, cpu0 = time.perf_counter(), time.process_time()
-            sums: dict[str, float] = {}
-            n_batches = 0
-            batches = tqdm(
-                model.epoch_batches(rng),
-                total=model.batches_per_epoch(),
-                desc=f"epoch {epoch}",
-                leave=False,
-                disable=not cfg.progress,
-                unit="batch",
-            )
-            for batch in batches:
-                optimizer.zero_grad(set_to_none=True)
-                output = model.loss(batch)
-                output.total.backward()
-                optimizer.step()
-                for key, value in output.parts.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                n_batches += 1
+            means = self.train_epoch(model, optimizer, rng, desc=f"epoch {epoch}")
             epoch_seconds = time.perf_counter() - t0
             epoch_cpu = time.process_time() - cpu0
             train_seconds += epoch_seconds
             train_cpu_seconds += epoch_cpu
             row: dict[str, Any] = {
                 "epoch": epoch,
-                **{key: value / max(1, n_batches) for key, value in sums.items()},
+                **means,
                 "epoch_seconds": round(epoch_seconds, 4),
                 "epoch_cpu_seconds": round(epoch_cpu, 4),
             }
@@ -258,6 +240,35 @@ class Trainer:
             wall_seconds=time.perf_counter() - started,
             history=history,
         )
+
+    def train_epoch(
+        self,
+        model: Recommender,
+        optimizer: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        desc: str = "epoch",
+    ) -> dict[str, float]:
+        """One pass over ``model.epoch_batches(rng)`` (model in training mode); the mean loss parts."""
+        model.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        batches = tqdm(
+            model.epoch_batches(rng),
+            total=model.batches_per_epoch(),
+            desc=desc,
+            leave=False,
+            disable=not self.config.progress,
+            unit="batch",
+        )
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            output = model.loss(batch)
+            output.total.backward()
+            optimizer.step()
+            for key, value in output.parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            n_batches += 1
+        return {key: value / max(1, n_batches) for key, value in sums.items()}
 
     def validate(self, model: Recommender, split: Split) -> Any:
         """Full-ranking validation of the current weights."""

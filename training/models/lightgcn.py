@@ -54,10 +54,9 @@ from training.models.base import LossOutput, Recommender, Scorer, pass_through
 from training.proex import (
     MappingMLP,
     ProExConfig,
-    environment_objective,
+    ProExFusion,
     environment_theta,
     info_nce,
-    make_adam,
     masked_mean,
     mix,
     mix_weights,
@@ -142,14 +141,10 @@ def normalized_adjacency(train: sp.csr_matrix) -> torch.Tensor:
         )
 
 
-class LightGCN(Recommender):
+class LightGCN(ProExFusion, Recommender):
     """LightGCN, optionally ProEx-fused. ``train`` is the training interaction matrix."""
 
     kind = "lightgcn"
-    user_profiles: torch.Tensor  # buffers of the ProEx model: [n_users, K, d_s], [n_users, K] bool, ...
-    user_profile_mask: torch.Tensor
-    item_profiles: torch.Tensor
-    item_profile_mask: torch.Tensor
 
     def __init__(
         self,
@@ -160,9 +155,6 @@ class LightGCN(Recommender):
     ) -> None:
         super().__init__()
         self.config = config or LightGCNConfig()
-        self.proex = proex
-        if (proex is None) != (profiles is None):
-            raise ValueError("ProEx needs profile inputs and profile inputs need a ProEx config")
         self.n_users, self.n_items = train.shape
         d = self.config.embedding_dim
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
@@ -172,27 +164,15 @@ class LightGCN(Recommender):
         self._train_users = coo.row.astype(np.int64)
         self._train_items = coo.col.astype(np.int64)
         self._positive_keys = np.unique(self._train_users * self.n_items + self._train_items)
-        self.mapping: MappingMLP | None = None
-        if proex is not None and profiles is not None:
-            if profiles.k != proex.n_profiles:
-                raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
-            self.mapping = MappingMLP.for_config(profiles.dim, d, proex)
-            self.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
-            self.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
-            self.register_buffer("item_profiles", torch.from_numpy(profiles.item_vectors))
-            self.register_buffer("item_profile_mask", torch.from_numpy(profiles.item_mask))
+        self.init_proex(proex, profiles, d)
 
     # ------------------------------------------------------------------ interface
-    @property
-    def uses_profiles(self) -> bool:
-        return self.mapping is not None
-
     def hyperparameters(self) -> dict[str, Any]:
         return asdict(self.config)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Adam; ``f_psi`` in its own group when the ProEx config gives it a weight decay or lr."""
-        return make_adam(self, self.config.lr, mapping=self.mapping, config=self.proex)
+        return self.proex_optimizer(self.config.lr)
 
     def batches_per_epoch(self) -> int:
         return -(-len(self._train_users) // self.config.batch_size)
@@ -286,10 +266,9 @@ class LightGCN(Recommender):
     def loss(self, batch: tuple[torch.Tensor, ...]) -> LossOutput:
         users, positives, negatives = batch
         z_users, z_items = self.propagate()
-        zu, zp, zn = z_users[users], z_items[positives], z_items[negatives]
         l2 = self.config.l2 * self.l2_penalty()
         if self.proex is None or self.mapping is None:
-            bpr = _bpr(zu, zp, zn)
+            bpr = _bpr(z_users[users], z_items[positives], z_items[negatives])
             total = bpr + l2
             return LossOutput(
                 total, {"loss": float(total.detach()), "bpr": float(bpr.detach()), "l2": float(l2.detach())}
@@ -305,19 +284,19 @@ class LightGCN(Recommender):
         z_items: torch.Tensor,
         l2: torch.Tensor,
     ) -> LossOutput:
-        """Eq. 8-14 for one batch.
+        """Eq. 8-14 for one batch, every environment at once.
 
         Output-stage fusion maps only the batch's distinct users and items; input-stage fusion maps
         and mixes everyone's profiles (propagation needs every layer-0 row) and propagates them.
+        ``L_rec^e`` is LightGCN's whole loss, BPR plus its L2 (Eq. 13).
         """
         assert self.proex is not None and self.mapping is not None
-        cfg = self.proex
         uniq_users, user_pos = torch.unique(users, return_inverse=True)
         uniq_items, item_pos = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
         pos_pos, neg_pos = item_pos[: len(positives)], item_pos[len(positives) :]
-        user_mask = self.user_profile_mask[uniq_users]
-        item_mask = self.item_profile_mask[uniq_items]
-        theta = environment_theta(cfg)  # one set of environments for users and items
+        user_mask = self.user_profile_mask.index_select(0, uniq_users)
+        item_mask = self.item_profile_mask.index_select(0, uniq_items)
+        theta = environment_theta(self.proex)  # one set of environments for users and items
         if self.fuses_input:
             all_users = self.mapping(self.user_profiles)  # [n_users, K, d]
             all_items = self.mapping(self.item_profiles)  # [n_items, K, d]
@@ -325,41 +304,37 @@ class LightGCN(Recommender):
                 mix(mix_weights(theta, self.user_profile_mask), all_users),
                 mix(mix_weights(theta, self.item_profile_mask), all_items),
             )  # [E, n_users + n_items, d]
-            mixed_users = smoothed[:, : self.n_users][:, uniq_users]  # [E, U, d]
-            mixed_items = smoothed[:, self.n_users :][:, uniq_items]  # [E, I, d]
+            mixed_users = smoothed[:, : self.n_users].index_select(1, uniq_users)  # [E, U, d]
+            mixed_items = smoothed[:, self.n_users :].index_select(1, uniq_items)  # [E, I, d]
             mapped_users, mapped_items = all_users[uniq_users], all_items[uniq_items]
         else:
-            mapped_users = self.mapping(self.user_profiles[uniq_users])  # [U, K, d]
-            mapped_items = self.mapping(self.item_profiles[uniq_items])  # [I, K, d]
+            mapped_users = self.mapping(self.user_profiles.index_select(0, uniq_users))  # [U, K, d]
+            mapped_items = self.mapping(self.item_profiles.index_select(0, uniq_items))  # [I, K, d]
             mixed_users = mix(mix_weights(theta, user_mask), mapped_users)  # [E, U, d]
             mixed_items = mix(mix_weights(theta, item_mask), mapped_items)  # [E, I, d]
-        zu_uniq, zi_uniq = z_users[uniq_users], z_items[uniq_items]
-        user_valid, item_valid = user_mask.any(dim=1), item_mask.any(dim=1)
-        env_losses, bprs, aligns = [], [], []
-        for e in range(mixed_users.shape[0]):
-            fused_u = zu_uniq + mixed_users[e]
-            fused_i = zi_uniq + mixed_items[e]
-            bpr = _bpr(fused_u[user_pos], fused_i[pos_pos], fused_i[neg_pos])
-            env_loss = bpr + l2  # L_rec^e is LightGCN's whole loss, BPR plus its L2 (Eq. 13)
-            if cfg.use_alignment and cfg.lambda_align > 0:
-                align = info_nce(zu_uniq, mixed_users[e], user_valid, cfg.tau_align) + info_nce(
-                    zi_uniq, mixed_items[e], item_valid, cfg.tau_align
-                )
-                env_loss = env_loss + cfg.lambda_align * align
-                aligns.append(float(align.detach()))
-            bprs.append(float(bpr.detach()))
-            env_losses.append(env_loss)
-        total, variance = environment_objective(env_losses, cfg.lambda_var if cfg.use_variance else 0.0)
-        parts = {"bpr": float(np.mean(bprs)), "variance": float(variance.detach()), "l2": float(l2.detach())}
-        if aligns:
-            parts["align"] = float(np.mean(aligns))
-        if cfg.use_regulariser and cfg.lambda_reg > 0:
-            reg = profile_regulariser(
+        zu_uniq, zi_uniq = z_users.index_select(0, uniq_users), z_items.index_select(0, uniq_items)
+        fused_u, fused_i = zu_uniq + mixed_users, zi_uniq + mixed_items  # [E, ., d]
+        bpr = _bpr(fused_u[:, user_pos], fused_i[:, pos_pos], fused_i[:, neg_pos])  # [E]
+        align = None
+        if self.aligns:
+            cfg = self.proex
+            user_valid, item_valid = user_mask.any(dim=1), item_mask.any(dim=1)
+            align = torch.stack(
+                [
+                    info_nce(zu_uniq, mixed_users[e], user_valid, cfg.tau_align)
+                    + info_nce(zi_uniq, mixed_items[e], item_valid, cfg.tau_align)
+                    for e in range(len(theta))
+                ]
+            )
+
+        def regulariser() -> torch.Tensor:
+            cfg = self.proex
+            assert cfg is not None
+            return profile_regulariser(
                 mapped_users, user_mask, cfg.tau_reg, cfg.reg_similarity
             ) + profile_regulariser(mapped_items, item_mask, cfg.tau_reg, cfg.reg_similarity)
-            total = total + cfg.lambda_reg * reg
-            parts["reg"] = float(reg.detach())
-        parts["loss"] = float(total.detach())
+
+        total, parts = self.proex_objective(bpr + l2, {"bpr": bpr, "l2": l2}, align, regulariser)
         return LossOutput(total, parts)
 
     # ------------------------------------------------------------------ towers and scoring
@@ -385,44 +360,30 @@ class LightGCN(Recommender):
         with torch.no_grad():
             return self.tower_collab()[1].numpy().copy()
 
-    def _tower_inputs(self, entity: str, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The towers' ``(profiles, profile_mask)`` inputs for ``index`` (all entities when None).
-
-        The base model has no profiles: it gets ``[B, 1, 1]`` zeros, which its towers ignore.
-        """
-        if self.mapping is None:
-            n = (self.n_users if entity == "user" else self.n_items) if index is None else len(index)
-            return torch.zeros(n, 1, 1), torch.zeros(n, 1)
-        vectors = self.user_profiles if entity == "user" else self.item_profiles
-        mask = self.user_profile_mask if entity == "user" else self.item_profile_mask
-        if index is None:
-            return vectors, mask.float()
-        return vectors[index], mask[index].float()
-
     def encode_users(self, users: np.ndarray) -> torch.Tensor:
         index = torch.as_tensor(np.asarray(users, dtype=np.int64))
         collab = self.tower_collab()[0][index]
-        return self.user_tower()(collab, *self._tower_inputs("user", index))
+        return self.user_tower()(collab, *self.profile_inputs("user", index))
 
     def encode_items(self) -> torch.Tensor:
         collab = self.tower_collab()[1]
-        return self.item_tower()(collab, *self._tower_inputs("item", None))
+        return self.item_tower()(collab, *self.profile_inputs("item", None))
 
     def make_scorer(self) -> Scorer:
         """Propagate once, encode all items once, then score batches of users."""
         with torch.no_grad():
             z_users, z_items = self.tower_collab()
-            items = self.item_tower()(z_items, *self._tower_inputs("item", None))
+            items = self.item_tower()(z_items, *self.profile_inputs("item", None))
             tower = self.user_tower()
 
         def score(users: np.ndarray) -> torch.Tensor:
             index = torch.as_tensor(np.asarray(users, dtype=np.int64))
             with torch.no_grad():
-                return tower(z_users[index], *self._tower_inputs("user", index)) @ items.T
+                return tower(z_users[index], *self.profile_inputs("user", index)) @ items.T
 
         return score
 
 
 def _bpr(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-    """Mean BPR loss ``softplus(s(u, j) - s(u, i))``."""
-    return F.softplus((users * negatives).sum(-1) - (users * positives).sum(-1)).mean()
+    """Mean BPR loss ``softplus(s(u, j) - s(u, i))`` over the rows of ``[..., B, d]`` inputs."""
+    return F.softplus((users * negatives).sum(-1) - (users * positives).sum(-1)).mean(-1)

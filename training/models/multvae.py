@@ -29,7 +29,7 @@ their dot product is the decoder's logits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,12 +41,10 @@ from torch import nn
 
 from training.models.base import LossOutput, Recommender, Scorer, pass_through
 from training.proex import (
-    MappingMLP,
     ProExConfig,
-    environment_objective,
+    ProExFusion,
     environment_theta,
     kl_alignment,
-    make_adam,
     masked_mean,
     mix,
     mix_weights,
@@ -115,14 +113,10 @@ class MultVAEUserTower(nn.Module):
         return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
 
 
-class MultVAE(Recommender):
+class MultVAE(ProExFusion, Recommender):
     """Mult-VAE, optionally ProEx-fused. ``train`` is the training interaction matrix."""
 
     kind = "multvae"
-    user_profiles: torch.Tensor  # buffers of the ProEx model: [n_users, K, d_s], [n_users, K] bool, ...
-    user_profile_mask: torch.Tensor
-    item_profiles: torch.Tensor
-    item_profile_mask: torch.Tensor
     user_mapping_inputs: torch.Tensor  # Eq. 6 inputs [n_users, K, d_s]
     user_slot_mask: torch.Tensor  # [n_users, K] bool
 
@@ -135,9 +129,6 @@ class MultVAE(Recommender):
     ) -> None:
         super().__init__()
         self.config = cfg = config or MultVAEConfig()
-        self.proex = proex
-        if (proex is None) != (profiles is None):
-            raise ValueError("ProEx needs profile inputs and profile inputs need a ProEx config")
         self.n_users, self.n_items = train.shape
         self.train_matrix = sp.csr_matrix(train, dtype=np.float32)
         self.train_matrix.data[:] = 1.0
@@ -150,17 +141,10 @@ class MultVAE(Recommender):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.updates = 0
-        self.mapping: MappingMLP | None = None
-        if proex is not None and profiles is not None:
-            if profiles.k != proex.n_profiles:
-                raise ValueError(f"profiles have K={profiles.k}, ProEx config says {proex.n_profiles}")
-            if proex.fusion_stage != "output":
-                raise ValueError("Mult-VAE fuses its latent distribution: fusion_stage must be 'output'")
-            self.mapping = MappingMLP.for_config(profiles.dim, 2 * cfg.latent_dim, proex)
-            self.register_buffer("user_profiles", torch.from_numpy(profiles.user_vectors))
-            self.register_buffer("user_profile_mask", torch.from_numpy(profiles.user_mask))
-            self.register_buffer("item_profiles", torch.from_numpy(profiles.item_vectors))
-            self.register_buffer("item_profile_mask", torch.from_numpy(profiles.item_mask))
+        # f_psi maps to a mean and a log-variance (Eq. 6); Mult-VAE fuses its latent distribution, so
+        # only output-stage fusion applies.
+        self.init_proex(proex, profiles, 2 * cfg.latent_dim, stages=("output",))
+        if profiles is not None:
             inputs, slots = self._mapping_inputs(profiles)
             self.register_buffer("user_mapping_inputs", inputs)
             self.register_buffer("user_slot_mask", slots)
@@ -178,15 +162,11 @@ class MultVAE(Recommender):
         return torch.from_numpy(inputs.astype(np.float32)), torch.from_numpy(slots)
 
     # ------------------------------------------------------------------ interface
-    @property
-    def uses_profiles(self) -> bool:
-        return self.mapping is not None
-
     def hyperparameters(self) -> dict[str, Any]:
         return asdict(self.config)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        return make_adam(self, self.config.lr, self.config.weight_decay, self.mapping, self.proex)
+        return self.proex_optimizer(self.config.lr, self.config.weight_decay)
 
     def batches_per_epoch(self) -> int:
         return -(-len(self._trainable_users) // self.config.batch_size)
@@ -276,45 +256,41 @@ class MultVAE(Recommender):
         z: torch.Tensor,
         kl: torch.Tensor,
         beta: float,
-        reconstruction: Any,
+        reconstruction: Callable[[torch.Tensor], torch.Tensor],
     ) -> LossOutput:
-        """Eq. 6-14 for one batch of users; f_psi runs only on the batch's rows."""
+        """Eq. 6-14 for one batch of users; f_psi runs only on the batch's rows.
+
+        ``L_rec^e`` is Mult-VAE's whole loss (NLL plus the annealed KL) with the environment's sampled
+        profile representation added to the sampled latent (Eq. 12).
+        """
         assert self.proex is not None and self.mapping is not None
         cfg = self.proex
         index = torch.from_numpy(users.astype(np.int64))
-        slots = self.user_slot_mask[index]
-        valid = slots.any(dim=1)
-        mapped = self.mapping(self.user_mapping_inputs[index])  # [B, K, 2d]
+        slots = self.user_slot_mask.index_select(0, index)
+        mapped = self.mapping(self.user_mapping_inputs.index_select(0, index))  # [B, K, 2d]
         slot_mu, slot_logvar = split_mean_logvar(mapped, self.config.latent_dim)
         weights = mix_weights(environment_theta(cfg), slots)  # [E, B, K]
         env_mu = mix(weights, slot_mu)
         env_var = mix(weights, slot_logvar.exp()).clamp(min=_VARIANCE_FLOOR)
         env_profile = env_mu + torch.randn_like(env_mu) * env_var.sqrt()
-        env_losses, nlls, aligns = [], [], []
-        for e in range(weights.shape[0]):
-            nll = reconstruction(z + env_profile[e])
-            env_loss = nll + beta * kl
-            if cfg.use_alignment and cfg.lambda_align > 0:
-                align = kl_alignment(mu, logvar, env_mu[e], env_var[e].log(), valid, cfg.beta)
-                env_loss = env_loss + cfg.lambda_align * align
-                aligns.append(float(align.detach()))
-            nlls.append(float(nll.detach()))
-            env_losses.append(env_loss)
-        total, variance = environment_objective(env_losses, cfg.lambda_var if cfg.use_variance else 0.0)
-        parts = {
-            "nll": float(np.mean(nlls)),
-            "kl": float(kl.detach()),
-            "beta": beta,
-            "variance": float(variance.detach()),
-        }
-        if aligns:
-            parts["align"] = float(np.mean(aligns))
-        if cfg.use_regulariser and cfg.lambda_reg > 0:
-            reg = profile_regulariser(slot_mu, slots, cfg.tau_reg, cfg.reg_similarity)
-            total = total + cfg.lambda_reg * reg
-            parts["reg"] = float(reg.detach())
-        parts["loss"] = float(total.detach())
-        return LossOutput(total, parts)
+        nll = torch.stack([reconstruction(z + profile) for profile in env_profile])  # [E]
+        align = None
+        if self.aligns:
+            valid = slots.any(dim=1)
+            env_logvar = env_var.log()
+            align = torch.stack(
+                [
+                    kl_alignment(mu, logvar, env_mu[e], env_logvar[e], valid, cfg.beta)
+                    for e in range(len(weights))
+                ]
+            )
+        total, parts = self.proex_objective(
+            nll + beta * kl,
+            {"nll": nll, "kl": kl},
+            align,
+            lambda: profile_regulariser(slot_mu, slots, cfg.tau_reg, cfg.reg_similarity),
+        )
+        return LossOutput(total, {**parts, "beta": beta})
 
     # ------------------------------------------------------------------ towers and scoring
     def user_tower(self) -> MultVAEUserTower:
@@ -335,10 +311,7 @@ class MultVAE(Recommender):
 
     def tower_profile_inputs(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The user tower's ``(profiles, profile_mask)`` inputs for ``users`` (zeros for the base model)."""
-        index = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        if self.mapping is None:
-            return torch.zeros(len(index), 1, 1), torch.zeros(len(index), 1)
-        return self.user_profiles[index], self.user_profile_mask[index].float()
+        return self.profile_inputs("user", torch.from_numpy(np.asarray(users, dtype=np.int64)))
 
     def encode_users(self, users: np.ndarray) -> torch.Tensor:
         return self.user_tower()(self.history_dense(users), *self.tower_profile_inputs(users))
