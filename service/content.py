@@ -20,7 +20,7 @@ demo bundle, ``benchmarks/cold_start``):
 
   The mean and the standard deviation of ``u . v`` over the catalogue are ``u . mean(V)`` and
   ``sqrt(u' Cov(V) u)``: two small products per request, statistics computed once per bundle (on a
-  sample of at most 50,000 items). Candidates are the union of the item index's top ``candidates`` for
+  sample of at most 50,000 items). Candidates are the union of the item index's top ``candidates`` (50) for
   the user vector and the content index's top ``candidates`` for the text, so a catalogue of any size
   is served by the same two top-N searches;
 * **an item known only by text**: an item tower trained on interactions maps its text poorly (the
@@ -46,7 +46,7 @@ class ContentSettings:
     text_popularity_weight: float = 0.5
     text_match_low: float = 0.2
     text_match_high: float = 0.35
-    candidates: int = 200
+    candidates: int = 50
     new_item_vectors: Literal["neighbours", "tower"] = "neighbours"
     new_item_neighbours: int = 10
     new_item_temperature: float = 0.1
