@@ -17,8 +17,12 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 
 def _add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="proex", choices=["proex", "reclm", "duet"])
-    p.add_argument("--llm-backend", default=None, help="llama_cpp (default) | openai | fake")
-    p.add_argument("--llm-model", default=None, help="openai: served model name; llama_cpp: a GGUF path")
+    p.add_argument(
+        "--llm-backend", default=None, help="torch (default: SmolLM2 embedded) | llama_cpp | openai | fake"
+    )
+    p.add_argument(
+        "--llm-model", default=None, help="openai: served model name; torch/llama_cpp: a GGUF path"
+    )
     p.add_argument(
         "--llm-base-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"
     )
@@ -28,8 +32,12 @@ def _add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--max-tokens", type=int, default=None, help="token limit of one profile")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="sequences decoded together (llama_cpp)")
-    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="sequences decoded together (torch, llama_cpp)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of the embedded model (torch, llama_cpp)"
+    )
     p.add_argument("--concurrency", type=int, default=None, help="requests in flight (openai)")
     p.add_argument("--workers", type=int, default=None, help="processes, each with its own model (embedded)")
     p.add_argument("--max-active", type=int, default=None, help="entities in flight (default 2 x batch size)")
