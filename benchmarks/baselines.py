@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "rlmrec-amazon-book"])
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["movielens-100k", "rlmrec-amazon-book"],
+        help="datasets to run (registry names)",
+    )
     parser.add_argument("--seed", type=int, default=2024, help="seed of the random split")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads (set before numpy loads)")
     parser.add_argument("--note", default="", help="free text stored with the record (e.g. machine load)")

@@ -267,13 +267,16 @@ def main(argv: list[str] | None = None) -> None:
         "--bundles-root", type=Path, default=work / "bundles", help="read-only; `current` is used"
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data"))
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data")),
+        help="dataset root (default: $PROFILEREC_DATA_DIR or ../shared/data)",
     )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--films", type=int, default=20, help="copies: films added again")
     parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--seed", type=int, default=2024, help="random seed")
     parser.add_argument("--note", default="", help="free text recorded with the figures (e.g. machine load)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]

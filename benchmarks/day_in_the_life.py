@@ -1699,6 +1699,35 @@ def print_summary(summary: dict[str, Any]) -> None:
     print_table(rows, "\nsummary")
 
 
+# ReplayConfig fields settable from the command line: (field, type, help)
+REPLAY_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("days", int, "simulated days"),
+    ("requests_per_day", int, "recommendation requests per day"),
+    ("new_users_per_day", int, "new (cold-start) users per day"),
+    ("feedback_per_new_user", int, "feedback events of each new user"),
+    ("known_feedback_per_day", int, "feedback events of known users per day"),
+    ("items_per_day", int, "new catalogue items per day"),
+    ("junk_items_per_day", int, "of the new items, ones with junk text"),
+    ("edits_per_day", int, "catalogue item edits per day"),
+    ("deletions_per_day", int, "catalogue item deletions per day"),
+    ("bursts_per_day", int, "request bursts per day"),
+    ("burst_requests", int, "requests in one burst"),
+    ("burst_threads", int, "concurrent client threads of a burst"),
+    ("probes_per_day", int, "rounds of unknown-id and invalid requests per day (4xx, never 5xx)"),
+    ("workers", int, "service worker processes"),
+    ("retrain_every", int, "days between retrains"),
+    ("retrain_epochs", int, "epochs of a retrain"),
+    ("redis_restart_day", int, "day Redis is restarted"),
+    ("killed_refresh_day", int, "day a refresh job is killed mid-way"),
+    ("service_restart_day", int, "day the service is restarted"),
+    ("seed", int, "random seed of the traffic"),
+    ("reload_interval_s", float, "the service's bundle reload interval (seconds)"),
+    ("retrain_tolerance", float, "allowed drop of validation Recall@20 for a retrain to be promoted"),
+    ("switch_timeout_s", float, "seconds every worker has to serve a new bundle"),
+    ("rss_limit", float, "largest service memory allowed, as a multiple of day 1"),
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     defaults = ReplayConfig()
     parser = argparse.ArgumentParser(
@@ -1724,15 +1753,13 @@ def main(argv: list[str] | None = None) -> None:
         "--refresh-strategy", default=defaults.refresh_strategy,
         help="extractive (fast), proex | reclm | duet, or `deployment` (the live bundle's profile strategy)",
     )  # fmt: skip
-    for name in (
-        "days", "requests_per_day", "new_users_per_day", "feedback_per_new_user", "known_feedback_per_day",
-        "items_per_day", "junk_items_per_day", "edits_per_day", "deletions_per_day", "bursts_per_day",
-        "burst_requests", "burst_threads", "probes_per_day", "workers", "retrain_every", "retrain_epochs",
-        "redis_restart_day", "killed_refresh_day", "service_restart_day", "seed",
-    ):  # fmt: skip
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("reload_interval_s", "retrain_tolerance", "switch_timeout_s", "rss_limit"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    for name, kind, what in REPLAY_OPTIONS:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=getattr(defaults, name),
+            help=f"{what} (default: %(default)s)",
+        )
     parser.add_argument("--kill-refresh-at", default=defaults.kill_refresh_at, help="generate | upsert")
     args = parser.parse_args(argv)
     config = ReplayConfig(

@@ -193,9 +193,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "rlmrec-amazon-book"])
     parser.add_argument(
-        "--models", nargs="+", choices=("lightgcn", "multvae"), default=["lightgcn", "multvae"]
+        "--datasets",
+        nargs="+",
+        default=["movielens-100k", "rlmrec-amazon-book"],
+        help="datasets to time (registry names)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=("lightgcn", "multvae"),
+        default=["lightgcn", "multvae"],
+        help="models to time",
     )
     parser.add_argument("--data-dir", default=None, help="dataset root (default: the registry's)")
     parser.add_argument(

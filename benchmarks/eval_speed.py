@@ -14,8 +14,10 @@ from training.evaluation import evaluate
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", default="rlmrec-amazon-book")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--dataset", default="rlmrec-amazon-book", help="dataset to evaluate on (registry name)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (the median is reported)")
     args = parser.parse_args(argv)
     dataset = load_dataset(args.dataset)
     split = split_dataset(dataset, "predefined" if dataset.predefined_split else "random")

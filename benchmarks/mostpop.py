@@ -45,9 +45,12 @@ def run(datasets: list[str], seed: int) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--datasets", nargs="+", default=["movielens-100k", "rlmrec-amazon-book", "mind-reclm"]
+        "--datasets",
+        nargs="+",
+        default=["movielens-100k", "rlmrec-amazon-book", "mind-reclm"],
+        help="datasets to run (registry names)",
     )
-    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--seed", type=int, default=2024, help="seed of the random split")
     args = parser.parse_args(argv)
     rows = run(args.datasets, args.seed)
     print_table(rows, "MostPop, full ranking, test part")

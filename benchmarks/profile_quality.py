@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", default="off,on,small", help=f"comma list of {', '.join(CONFIGS)}")
     parser.add_argument("--users", type=int, default=16, help="seeded users beyond the demo's 24")
     parser.add_argument("--items", type=int, default=16, help="seeded items beyond the demo's 24")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=2024, help="random seed of the sampled users and items")
+    parser.add_argument("--k", type=int, default=4, help="profiles per entity (ProEx K)")
     parser.add_argument("--work", default=None, help="folder for the stores and the shared cache (kept)")
     parser.add_argument(
         "--grade",

@@ -88,18 +88,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="movielens-100k")
+    parser.add_argument("--dataset", default="movielens-100k", help="dataset the profiles were written for")
     parser.add_argument("--profiles", required=True, help="profile store folder")
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--model", choices=("lightgcn", "multvae"), default="lightgcn")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[2024, 2025, 2026])
+    parser.add_argument("--k", type=int, default=4, help="profiles per entity (ProEx K)")
+    parser.add_argument(
+        "--model",
+        choices=("lightgcn", "multvae"),
+        default="lightgcn",
+        help="model trained with and without the profiles",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[2024, 2025, 2026],
+        help="training seeds (one run per seed and variant)",
+    )
     parser.add_argument(
         "--runs-dir",
         default=None,
         help="base runs of train_quality (default: $PROFILEREC_WORK_DIR/runs/train_quality)",
     )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--note", default="")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--note", default="", help="a note stored with the recorded figures")
     args = parser.parse_args(argv)
 
     import torch

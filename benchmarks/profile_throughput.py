@@ -183,17 +183,37 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--backends", nargs="+", default=["llama_cpp", "torch"])
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64])
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--llama-max-batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("PROFILEREC_LLAMA_THREADS", "1")))
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["llama_cpp", "torch"],
+        help="LLM backends to measure (torch, llama_cpp)",
+    )
+    parser.add_argument(
+        "--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64], help="decode batch sizes to measure"
+    )
+    parser.add_argument("--max-tokens", type=int, default=96, help="token limit of one generated profile")
+    parser.add_argument(
+        "--llama-max-batch", type=int, default=32, help="largest batch size tried on llama_cpp"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("PROFILEREC_LLAMA_THREADS", "1")),
+        help="CPU threads of the embedded model (default: $PROFILEREC_LLAMA_THREADS or 1)",
+    )
     parser.add_argument("--min-requests", type=int, default=4, help="requests per measurement (>= batch)")
-    parser.add_argument("--project-backend", default="torch")
-    parser.add_argument("--project-batch", type=int, default=64)
+    parser.add_argument("--project-backend", default="torch", help="backend of the projected full-run time")
+    parser.add_argument(
+        "--project-batch", type=int, default=64, help="batch size of the projected full-run time"
+    )
     parser.add_argument("--project-workers", type=int, default=2, help="processes (one thread each)")
-    parser.add_argument("--sample-users", type=int, default=32)
-    parser.add_argument("--sample-items", type=int, default=32)
+    parser.add_argument(
+        "--sample-users", type=int, default=32, help="users in the sample run the projection is based on"
+    )
+    parser.add_argument(
+        "--sample-items", type=int, default=32, help="items in the sample run the projection is based on"
+    )
     parser.add_argument(
         "--attention-dtypes",
         nargs="+",
@@ -201,8 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         choices=("auto", "bfloat16", "float32"),
         help="torch backend: KV cache / attention dtype(s) to measure (auto: by the CPU's AMX support)",
     )
-    parser.add_argument("--no-projection", action="store_true")
-    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument(
+        "--no-projection", action="store_true", help="skip the sample run and the full-run projection"
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results.jsonl")
     parser.add_argument(
         "--from-report",
         default=None,

@@ -46,10 +46,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bundles-root", type=Path, default=Path("var/bundles"))
-    parser.add_argument("--qdrant-path", type=Path, default=Path("var/qdrant"))
-    parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--strategies", nargs="+", default=["extractive", "proex"])
+    parser.add_argument(
+        "--bundles-root",
+        type=Path,
+        default=Path("var/bundles"),
+        help="bundle folder (read-only; `current` is used)",
+    )
+    parser.add_argument(
+        "--qdrant-path",
+        type=Path,
+        default=Path("var/qdrant"),
+        help="local Qdrant folder of the bundle's collections",
+    )
+    parser.add_argument(
+        "--users", type=int, nargs="+", default=[1, 4, 16], help="numbers of users refreshed per measurement"
+    )
+    parser.add_argument(
+        "--strategies", nargs="+", default=["extractive", "proex"], help="profile strategies to refresh with"
+    )
     args = parser.parse_args(argv)
     manifest = read_manifest(resolve_pointer(args.bundles_root))
     dataset = load_dataset(manifest.dataset.source or manifest.dataset.name)

@@ -95,8 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from-dir", type=Path, default=Path("var"), help="the work dir to copy (default var/)"
     )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tmp-root", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=2, help="service worker processes")
+    parser.add_argument(
+        "--tmp-root",
+        type=Path,
+        default=None,
+        help="where the private copy of the work dir goes (default: the system temp dir)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
     figures = run(args.from_dir, args.workers, args.tmp_root)

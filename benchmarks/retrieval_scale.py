@@ -290,10 +290,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated item counts")
     parser.add_argument("--queries", type=int, default=300, help="measured queries per engine and size")
-    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=30, help="unmeasured warm-up queries")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {ENGINES}")
-    parser.add_argument("--dim", type=int, default=DIM)
-    parser.add_argument("--categories", type=int, default=20)
+    parser.add_argument("--dim", type=int, default=DIM, help="vector dimension of the synthetic catalogue")
+    parser.add_argument(
+        "--categories",
+        type=int,
+        default=20,
+        help="categories of the synthetic catalogue (for filtered queries)",
+    )
     parser.add_argument("--data", choices=DATA, default="random", help=make_vectors.__doc__)
     parser.add_argument("--ef", default="", help="edge search ef values (default: EdgeBase's)")
     parser.add_argument(
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds qdrant-local may take at one size (build + queries, estimated from the size before)",
     )
     parser.add_argument("--workdir", default="", help="keep edge shards here (default: a temporary folder)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the catalogue and queries")
     parser.add_argument("--note", default="", help="recorded with the figures (e.g. what else ran)")
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())

@@ -295,15 +295,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bundles-root", type=Path, default=Path("var/bundles"))
+    parser.add_argument(
+        "--bundles-root",
+        type=Path,
+        default=Path("var/bundles"),
+        help="bundle folder (read-only; `current` is served)",
+    )
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="wrk runs per cell (medians reported)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="service worker counts to measure"
+    )
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[1, 16], help="concurrent wrk connections to measure"
+    )
     parser.add_argument(
         "--scenarios",
         nargs="+",
         default=["known_warm", "known_no_cache", "cold_liked", "cold_text", "cold_liked_text"],
+        help="request kinds to measure",
     )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:

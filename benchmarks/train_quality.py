@@ -242,23 +242,56 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", default=["movielens-100k"])
     parser.add_argument(
-        "--models", nargs="+", choices=("lightgcn", "multvae"), default=["lightgcn", "multvae"]
+        "--datasets", nargs="+", default=["movielens-100k"], help="datasets to train on (registry names)"
     )
-    parser.add_argument("--variants", nargs="+", choices=("base", "proex"), default=["base", "proex"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[2024])
-    parser.add_argument("--split-seed", type=int, default=2024)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=("lightgcn", "multvae"),
+        default=["lightgcn", "multvae"],
+        help="models to train",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("base", "proex"),
+        default=["base", "proex"],
+        help="base model, ProEx fusion, or both",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[2024], help="training seeds (one run per seed)"
+    )
+    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the random split")
     parser.add_argument("--profiles", default=None, help="profile store folder for the ProEx variant")
-    parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--eval-every", type=int, default=3)
-    parser.add_argument("--patience", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hp", action="append", default=[], metavar="MODEL:KEY=VALUE")
-    parser.add_argument("--proex-hp", action="append", default=[], metavar="MODEL:KEY=VALUE")
+    parser.add_argument("--epochs", type=int, default=1000, help="maximum epochs")
+    parser.add_argument("--eval-every", type=int, default=3, help="epochs between validations")
+    parser.add_argument(
+        "--patience", type=int, default=20, help="validations without improvement before stopping"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="a hyperparameter of one model, e.g. lightgcn:lr=0.001 (repeatable)",
+    )
+    parser.add_argument(
+        "--proex-hp",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE",
+        help="a ProEx hyperparameter of one model, e.g. multvae:alpha=0.1 (repeatable)",
+    )
     parser.add_argument("--runs-dir", default=None, help="default: $PROFILEREC_WORK_DIR/runs/train_quality")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs with the same config")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="show per-epoch progress bars",
+    )
     parser.add_argument("--note", default="", help="free text stored with the record")
     parser.add_argument(
         "--no-record",

@@ -28,19 +28,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--datasets", nargs="+", default=["movielens-100k", "rlmrec-amazon-book"])
     parser.add_argument(
-        "--models", nargs="+", choices=("lightgcn", "multvae"), default=["lightgcn", "multvae"]
+        "--datasets",
+        nargs="+",
+        default=["movielens-100k", "rlmrec-amazon-book"],
+        help="datasets to tune on (registry names)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=("lightgcn", "multvae"),
+        default=["lightgcn", "multvae"],
+        help="models to tune",
     )
     parser.add_argument("--profiles", default=None, help="profile store: adds the ProEx variant")
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=40, help="tuning trials per model and dataset")
     parser.add_argument("--tune-budget-s", type=float, default=3600.0, help="per model")
     parser.add_argument("--seeds", nargs="+", type=int, default=[2024], help="seeds of the final runs")
-    parser.add_argument("--split-seed", type=int, default=2024)
-    parser.add_argument("--epochs", type=int, default=1000)
-    parser.add_argument("--eval-every", type=int, default=3)
-    parser.add_argument("--patience", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split-seed", type=int, default=2024, help="seed of the random split")
+    parser.add_argument("--epochs", type=int, default=1000, help="maximum epochs per trial")
+    parser.add_argument("--eval-every", type=int, default=3, help="epochs between validations")
+    parser.add_argument(
+        "--patience", type=int, default=20, help="validations without improvement before a trial stops"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--runs-dir", default=None, help="default: $PROFILEREC_WORK_DIR/runs/tuning")
     parser.add_argument("--note", default="", help="free text stored with the record (e.g. machine load)")
     args = parser.parse_args(argv)

@@ -45,7 +45,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         choices=["random", "temporal", "predefined"],
         help="split whose TRAINING part the profiles are built from (default: the dataset's)",
     )
-    p.add_argument("--split-seed", type=int, default=2024)
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=2024,
+        help="seed of the random split (only training interactions feed the profiles)",
+    )
     p.add_argument("--k", type=int, default=4, help="profiles per user and item")
     p.add_argument("--users", default=None, help="raw user ids: 'a,b,c', '@file', 'all' (default) or 'none'")
     p.add_argument("--items", default=None, help="raw item ids: 'a,b,c', '@file', 'all' (default) or 'none'")
@@ -58,13 +63,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed-backend", default=None, help="minilm (default) | openai")
-    p.add_argument("--embed-batch-size", type=int, default=64)
+    p.add_argument("--embed-batch-size", type=int, default=64, help="texts per embedding batch")
 
 
 def _add_upload_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qdrant-path", default=None, help="qdrant-client local mode folder (default var/qdrant)")
     p.add_argument("--qdrant-url", default=None, help="Qdrant server URL (instead of local mode)")
-    p.add_argument("--qdrant-api-key", default=None)
+    p.add_argument("--qdrant-api-key", default=None, help="Qdrant API key (server mode)")
     p.add_argument("--no-alias", action="store_true", help="do not point the 'profiles' alias at it")
 
 
@@ -178,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export-text-encoder", help="export MiniLM to ONNX for the service")
-    p.add_argument("--out", default=str(work_dir() / "text_encoder"))
+    p.add_argument(
+        "--out", default=str(work_dir() / "text_encoder"), help="output folder of the ONNX text encoder"
+    )
     p.set_defaults(func=cmd_export_text_encoder)
 
     _register_llm_commands(sub)

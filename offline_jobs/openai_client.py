@@ -1,27 +1,33 @@
-"""OpenAI-compatible chat-completions and embeddings backends (vLLM, Ollama, OpenAI, ...).
+"""OpenAI-compatible chat-completions and embeddings backends (vLLM, Ollama, OpenAI, ...) on the
+official ``openai`` SDK (:class:`openai.AsyncOpenAI`).
+
+The SDK does the HTTP: per-request timeouts, retries on 408/409/429/5xx and connection/timeout errors
+honouring ``Retry-After``, typed responses. This module adds what the jobs rely on:
 
 * bounded concurrency: at most ``concurrency`` requests in flight (an asyncio semaphore over one
-  ``httpx.AsyncClient``);
-* timeouts per request;
-* retries with exponential backoff and full jitter on 429, 5xx and connection/timeout errors,
-  honouring ``Retry-After`` (seconds or an HTTP date) when the server sends it;
-* a clear :class:`LLMHTTPError` on other 4xx (status, URL and the server's error message) and a
-  clear :class:`LLMResponseError` when a 2xx body is not the OpenAI JSON shape.
+  client per call);
+* the project's backoff settings (``PROFILEREC_LLM_BACKOFF_S`` / ``_BACKOFF_MAX_S``): exponential
+  backoff with full jitter, a ``Retry-After`` hint capped at the maximum;
+* the project's errors: :class:`LLMHTTPError` on a 4xx that is not retried (status, URL and the
+  server's error message), :class:`LLMUnavailableError` once retries are exhausted, and
+  :class:`LLMResponseError` when a 2xx body is not the OpenAI JSON shape.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
+import math
 import random
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import numpy as np
+import openai
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
 
 from offline_jobs.llm import ChatRequest, GenerationResult, LLMError
 
@@ -30,7 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+T = TypeVar("T")
+
+# Sent when no key is configured: keyless servers (vLLM, Ollama) ignore it, and the SDK never falls
+# back to the OPENAI_API_KEY of the environment (which must not leak to a self-hosted endpoint).
+NO_KEY = "EMPTY"
 
 
 class LLMHTTPError(LLMError):
@@ -49,7 +59,8 @@ class LLMUnavailableError(LLMError):
     """Retries exhausted on 429/5xx/connection errors."""
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(exc: openai.APIStatusError) -> str:
+    response = exc.response
     try:
         body = response.json()
     except ValueError:
@@ -67,25 +78,38 @@ def _server_message(response: httpx.Response) -> str:
     return json.dumps(body)[:500]
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
-    if response is None:
-        return None
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def _dump(obj: object) -> str:
+    if isinstance(obj, openai.BaseModel):
+        return obj.model_dump_json(warnings=False)[:300]
+    return repr(obj)[:300]
+
+
+class _Client(openai.AsyncOpenAI):
+    """The SDK client with the project's backoff (the SDK's own is fixed at 0.5 s doubling to 8 s)
+    and a retry counter."""
+
+    def __init__(self, *, backoff_s: float, backoff_max_s: float, stats: dict[str, int], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.stats = stats
+
+    def _calculate_retry_timeout(
+        self, remaining_retries: int, options: Any, response_headers: Any = None
+    ) -> float:
+        self.stats["retries"] += 1
+        hinted = self._parse_retry_after_header(response_headers)
+        if hinted is not None and math.isfinite(hinted):
+            delay = min(max(0.0, hinted), self.backoff_max_s)
+        else:
+            attempt = max(0, options.get_max_retries(self.max_retries) - remaining_retries)
+            delay = random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+        log.warning("retrying %s in %.2fs", options.url, delay)
+        return delay
 
 
 class _OpenAIHTTP:
-    """POST JSON with bounded concurrency, timeouts and retries."""
+    """Client settings shared by chat and embeddings; :meth:`call` maps SDK errors to the project's."""
 
     def __init__(
         self,
@@ -104,57 +128,41 @@ class _OpenAIHTTP:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
-        self.stats = {"http_requests": 0, "retries": 0}
+        self.stats = {"calls": 0, "retries": 0}
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return headers
+    def client(self) -> _Client:
+        return _Client(
+            base_url=self.base_url,
+            api_key=self.api_key or NO_KEY,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+            backoff_max_s=self.backoff_max_s,
+            stats=self.stats,
+        )
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        hinted = _retry_after(response)
-        if hinted is not None:
-            return min(hinted, self.backoff_max_s)
-        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
-
-    async def post(
-        self, client: httpx.AsyncClient, sem: asyncio.Semaphore, path: str, payload: dict[str, Any]
-    ) -> Any:
-        url = f"{self.base_url}/{path.lstrip('/')}"
-        attempt = 0
-        while True:
-            response: httpx.Response | None = None
-            problem: str
-            async with sem:
-                self.stats["http_requests"] += 1
-                try:
-                    response = await client.post(url, json=payload, headers=self._headers())
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    problem = f"{type(exc).__name__}: {exc}"
-                else:
-                    if response.status_code < 300:
-                        try:
-                            return response.json()
-                        except ValueError as exc:
-                            raise LLMResponseError(
-                                f"malformed response from {url}: body is not JSON ({exc}): "
-                                f"{response.text[:200]!r}"
-                            ) from None
-                    if response.status_code not in RETRY_STATUS:
-                        raise LLMHTTPError(response.status_code, url, _server_message(response))
-                    problem = f"HTTP {response.status_code}: {_server_message(response)}"
-            if attempt >= self.max_retries:
-                raise LLMUnavailableError(f"{url} failed after {attempt + 1} attempts; last error: {problem}")
-            delay = self._delay(attempt, response)
-            self.stats["retries"] += 1
-            log.warning("retrying %s in %.2fs (%s)", url, delay, problem)
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    def client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits)
+    async def call(
+        self, client: _Client, sem: asyncio.Semaphore, path: str, send: Callable[[], Awaitable[T]]
+    ) -> T:
+        url = f"{self.base_url}/{path}"
+        async with sem:
+            self.stats["calls"] += 1
+            try:
+                return await send()
+            except json.JSONDecodeError as exc:
+                raise LLMResponseError(f"malformed response from {url}: body is not JSON ({exc})") from None
+            except openai.APIStatusError as exc:
+                message = _server_message(exc)
+                if not client._should_retry(exc.response):
+                    raise LLMHTTPError(exc.status_code, url, message) from None
+                problem = f"HTTP {exc.status_code}: {message}"
+            except openai.APITimeoutError:
+                problem = f"timed out after {self.timeout_s}s"
+            except openai.APIConnectionError as exc:
+                cause = exc.__cause__
+                problem = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        attempts = self.max_retries + 1
+        raise LLMUnavailableError(f"{url} failed after {attempts} attempts; last error: {problem}")
 
 
 def _run(coro: Any) -> Any:
@@ -165,27 +173,31 @@ def _run(coro: Any) -> Any:
     raise RuntimeError("call the OpenAI backends from synchronous code (no running event loop)")
 
 
-def _parse_chat(body: Any, url: str, model: str) -> GenerationResult:
+def _parse_chat(completion: object, url: str, model: str) -> GenerationResult:
     try:
-        choice = body["choices"][0]
-        content = choice["message"]["content"]
+        if not isinstance(completion, ChatCompletion):
+            raise TypeError(f"body is {type(completion).__name__}, not a chat completion")
+        if not completion.choices:
+            raise IndexError("no choices")
+        choice = completion.choices[0]
+        if choice.message is None:
+            raise KeyError("message")
+        content = choice.message.content
         if content is None:
             content = ""
         if not isinstance(content, str):
             raise TypeError("message.content is not a string")
-        finish = choice.get("finish_reason") or "stop"
-        usage = body.get("usage") or {}
+        usage = completion.usage
         return GenerationResult(
             text=content.strip(),
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason=str(finish),
+            prompt_tokens=int((usage.prompt_tokens if usage else 0) or 0),
+            completion_tokens=int((usage.completion_tokens if usage else 0) or 0),
+            finish_reason=str(choice.finish_reason or "stop"),
             model=model,
         )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise LLMResponseError(
-            f"malformed chat completion from {url}: {type(exc).__name__}: {exc}; "
-            f"body: {json.dumps(body)[:300]}"
+            f"malformed chat completion from {url}: {type(exc).__name__}: {exc}; body: {_dump(completion)}"
         ) from None
 
 
@@ -212,6 +224,10 @@ class OpenAIChatBackend:
             backoff_max_s=settings.llm_backoff_max_s,
         )
 
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.http.stats
+
     def payload(self, req: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -232,8 +248,11 @@ class OpenAIChatBackend:
 
             async def one(req: ChatRequest) -> GenerationResult:
                 started = time.perf_counter()
-                body = await self.http.post(client, sem, "chat/completions", self.payload(req))
-                result = _parse_chat(body, url, self.model_id)
+                payload = self.payload(req)
+                completion = await self.http.call(
+                    client, sem, "chat/completions", lambda: client.chat.completions.create(**payload)
+                )
+                result = _parse_chat(completion, url, self.model_id)
                 result.seconds = time.perf_counter() - started
                 return result
 
@@ -283,18 +302,26 @@ class OpenAIEmbedder:
             backoff_max_s=settings.llm_backoff_max_s,
         )
 
-    def _parse(self, body: Any, n: int, url: str) -> np.ndarray:
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.http.stats
+
+    def _parse(self, response: object, n: int, url: str) -> np.ndarray:
         try:
-            data = sorted(body["data"], key=lambda d: int(d.get("index", 0)))
+            if not isinstance(response, CreateEmbeddingResponse):
+                raise TypeError(f"body is {type(response).__name__}, not an embeddings response")
+            data = sorted(response.data or [], key=lambda d: int(d.index or 0))
             if len(data) != n:
                 raise ValueError(f"expected {n} embeddings, got {len(data)}")
-            arr = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+            if any(not isinstance(d.embedding, list) for d in data):
+                raise TypeError("an embedding is not a list of floats")
+            arr = np.asarray([d.embedding for d in data], dtype=np.float32)
             if arr.ndim != 2 or arr.shape[1] == 0 or not np.isfinite(arr).all():
                 raise ValueError(f"embeddings have shape {arr.shape} or non-finite values")
         except (KeyError, TypeError, ValueError) as exc:
             raise LLMResponseError(
                 f"malformed embeddings response from {url}: {type(exc).__name__}: {exc}; "
-                f"body: {json.dumps(body)[:300]}"
+                f"body: {_dump(response)}"
             ) from None
         return arr
 
@@ -302,14 +329,20 @@ class OpenAIEmbedder:
         sem = asyncio.Semaphore(self.http.concurrency)
         url = f"{self.http.base_url}/embeddings"
         chunks = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+        extra: dict[str, Any] = {"dimensions": self.dimensions} if self.dimensions else {}
         async with self.http.client() as client:
 
             async def one(chunk: list[str]) -> np.ndarray:
-                payload: dict[str, Any] = {"model": self.model, "input": chunk}
-                if self.dimensions:
-                    payload["dimensions"] = self.dimensions
-                body = await self.http.post(client, sem, "embeddings", payload)
-                return self._parse(body, len(chunk), url)
+                # "float": OpenAI-compatible servers do not all speak the SDK's default base64 encoding
+                response = await self.http.call(
+                    client,
+                    sem,
+                    "embeddings",
+                    lambda: client.embeddings.create(
+                        model=self.model, input=chunk, encoding_format="float", **extra
+                    ),
+                )
+                return self._parse(response, len(chunk), url)
 
             parts = await asyncio.gather(*(one(c) for c in chunks))
         return np.concatenate(parts)

@@ -217,18 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="profilerec-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--work-dir", default=str(_env_path("PROFILEREC_WORK_DIR", "var")))
-    parser.add_argument("--bundles-root", default=os.environ.get("PROFILEREC_BUNDLES_ROOT"))
-    parser.add_argument("--data-dir", default=os.environ.get("PROFILEREC_DATA_DIR"))
-    parser.add_argument("--qdrant-url", default=os.environ.get("PROFILEREC_QDRANT_URL") or None)
-    parser.add_argument("--qdrant-path", default=os.environ.get("PROFILEREC_QDRANT_PATH"))
+    parser.add_argument(
+        "--work-dir",
+        default=str(_env_path("PROFILEREC_WORK_DIR", "var")),
+        help="work folder (default: $PROFILEREC_WORK_DIR or var)",
+    )
+    parser.add_argument(
+        "--bundles-root",
+        default=os.environ.get("PROFILEREC_BUNDLES_ROOT"),
+        help="bundle folder (default: $PROFILEREC_BUNDLES_ROOT or <work-dir>/bundles)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("PROFILEREC_DATA_DIR"),
+        help="dataset root (default: $PROFILEREC_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--qdrant-url",
+        default=os.environ.get("PROFILEREC_QDRANT_URL") or None,
+        help="Qdrant server URL (default: $PROFILEREC_QDRANT_URL; else local mode)",
+    )
+    parser.add_argument(
+        "--qdrant-path",
+        default=os.environ.get("PROFILEREC_QDRANT_PATH"),
+        help="local-mode Qdrant folder (default: $PROFILEREC_QDRANT_PATH)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     boot = sub.add_parser("bootstrap", help="profiles -> train -> export -> publish, resumable")
-    boot.add_argument("--dataset", default="movielens-100k")
+    boot.add_argument(
+        "--dataset", default="movielens-100k", help="dataset to train on (registry name or saved folder)"
+    )
     # Mult-VAE by default: on MovieLens-100k its ProEx fusion beats the base model (benchmarks/RESULTS.md)
     # and an epoch takes a quarter of LightGCN's.
-    boot.add_argument("--model", choices=["lightgcn", "multvae"], default="multvae")
+    boot.add_argument("--model", choices=["lightgcn", "multvae"], default="multvae", help="model to train")
     boot.add_argument(
         "--hp",
         type=parse_hyperparameter,
@@ -237,9 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="model hyperparameter (as profilerec-train --hp), e.g. --hp lr=0.005",
     )
-    boot.add_argument("--proex", action=argparse.BooleanOptionalAction, default=True)
+    boot.add_argument(
+        "--proex",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fuse the profile vectors the ProEx way (--no-proex: the base model)",
+    )
     boot.add_argument("--k", type=int, default=4, help="profiles per user and item")
-    boot.add_argument("--strategy", choices=["proex", "reclm", "duet"], default="proex")
+    boot.add_argument(
+        "--strategy",
+        choices=["proex", "reclm", "duet"],
+        default="proex",
+        help="profile strategy of the profile store",
+    )
     boot.add_argument(
         "--llm-users", type=int, default=0, help="users given LLM profiles (the rest: extractive)"
     )
@@ -249,19 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument(
         "--profiles-from", help="use this profile store (e.g. the full LLM run) instead of building one"
     )
-    boot.add_argument("--epochs", type=int, default=400)
-    boot.add_argument("--eval-every", type=int, default=5)
-    boot.add_argument("--patience", type=int, default=10)
-    boot.add_argument("--seed", type=int, default=2024)
-    boot.add_argument("--split-seed", type=int, default=2024)
+    boot.add_argument("--epochs", type=int, default=400, help="maximum epochs")
+    boot.add_argument("--eval-every", type=int, default=5, help="epochs between validations")
+    boot.add_argument(
+        "--patience", type=int, default=10, help="validations without improvement before stopping"
+    )
+    boot.add_argument("--seed", type=int, default=2024, help="training seed")
+    boot.add_argument("--split-seed", type=int, default=2024, help="seed of the random split")
     boot.add_argument("--tune", action="store_true", help="search the hyperparameters first (Optuna)")
     boot.add_argument("--trials", type=int, default=30, help="tuning trials in all (resumable)")
     boot.add_argument("--tune-budget-s", type=float, default=3600.0, help="tuning wall-clock budget")
     _max_gap_option(boot)
 
     exp = sub.add_parser("export", help="a trained run -> a bundle (not live)")
-    exp.add_argument("run_dir")
-    exp.add_argument("--version")
+    exp.add_argument("run_dir", help="the training run folder to export")
+    exp.add_argument(
+        "--version", help="bundle version name (default: <dataset>-<model>[-proex]-<UTC time>-<pid>)"
+    )
     exp.add_argument(
         "--seen",
         choices=["train", "all"],
@@ -270,16 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     pub = sub.add_parser("publish", help="create a bundle's collections and make it live")
-    pub.add_argument("bundle_dir")
+    pub.add_argument("bundle_dir", help="the bundle folder to publish")
     pub.add_argument("--profiles", help="profile store to upload if the profiles collection is missing")
-    pub.add_argument("--no-promote", action="store_true")
+    pub.add_argument("--no-promote", action="store_true", help="do not make the bundle live")
 
     ret = sub.add_parser("retrain", help="retrain on all data, gate against the live model, promote")
     ret.add_argument("--tolerance", type=float, default=0.005, help="allowed drop of validation Recall@20")
-    ret.add_argument("--epochs", type=int, default=400)
-    ret.add_argument("--eval-every", type=int, default=5)
-    ret.add_argument("--patience", type=int, default=10)
-    ret.add_argument("--no-promote", action="store_true")
+    ret.add_argument("--epochs", type=int, default=400, help="maximum epochs")
+    ret.add_argument("--eval-every", type=int, default=5, help="epochs between validations")
+    ret.add_argument(
+        "--patience", type=int, default=10, help="validations without improvement before stopping"
+    )
+    ret.add_argument("--no-promote", action="store_true", help="do not make the bundle live")
     _max_gap_option(ret)
     ret.add_argument(
         "--profile-store",

@@ -16,20 +16,40 @@ AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _add_llm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", default="proex", choices=["proex", "reclm", "duet"])
-    p.add_argument("--llm-backend", default=None, help="llama_cpp (default) | openai | fake")
-    p.add_argument("--llm-model", default=None, help="openai: served model name; llama_cpp: a GGUF path")
+    p.add_argument(
+        "--strategy",
+        default="proex",
+        choices=["proex", "reclm", "duet"],
+        help="profile strategy: ProEx (K diverse profiles), RecLM or DUET",
+    )
+    p.add_argument(
+        "--llm-backend", default=None, help="torch (default: SmolLM2 embedded) | llama_cpp | openai | fake"
+    )
+    p.add_argument(
+        "--llm-model", default=None, help="openai: served model name; torch/llama_cpp: a GGUF path"
+    )
     p.add_argument(
         "--llm-base-url", default=None, help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1"
     )
     p.add_argument("--embed-base-url", default=None, help="embeddings base URL (default: the LLM base URL)")
     p.add_argument("--embed-model", default=None, help="openai embeddings model name")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature (default: PROFILEREC_TEMPERATURE)",
+    )
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling top-p (default: PROFILEREC_TOP_P)"
+    )
     p.add_argument("--max-tokens", type=int, default=None, help="token limit of one profile")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="sequences decoded together (llama_cpp)")
-    p.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: PROFILEREC_SEED)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="sequences decoded together (torch, llama_cpp)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of the embedded model (torch, llama_cpp)"
+    )
     p.add_argument("--concurrency", type=int, default=None, help="requests in flight (openai)")
     p.add_argument("--workers", type=int, default=None, help="processes, each with its own model (embedded)")
     p.add_argument("--max-active", type=int, default=None, help="entities in flight (default 2 x batch size)")

@@ -34,9 +34,11 @@ def prepare_multiprocess_metrics(settings: ServiceSettings, workers: int) -> Pat
 def main(argv: list[str] | None = None) -> None:
     settings = ServiceSettings()
     parser = argparse.ArgumentParser(prog="profilerec-serve", description=__doc__)
-    parser.add_argument("--host", default=settings.host)
-    parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--workers", type=int, default=settings.workers)
+    parser.add_argument("--host", default=settings.host, help="bind address (default: PROFILEREC_HOST)")
+    parser.add_argument("--port", type=int, default=settings.port, help="port (default: PROFILEREC_PORT)")
+    parser.add_argument(
+        "--workers", type=int, default=settings.workers, help="worker processes (default: PROFILEREC_WORKERS)"
+    )
     args = parser.parse_args(argv)
     configure_logging()
     prepare_multiprocess_metrics(settings, args.workers)

@@ -42,11 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="movielens-100k", help="dataset name or saved dataset folder")
     data.add_argument("--data-dir", default=None, help="data root (default PROFILEREC_DATA_DIR)")
-    data.add_argument("--split-method", choices=("random", "temporal", "predefined"), default=None)
+    data.add_argument(
+        "--split-method",
+        choices=("random", "temporal", "predefined"),
+        default=None,
+        help="how to split (default: the dataset's usual one)",
+    )
     data.add_argument("--split-seed", type=int, default=2024, help="seed of the random split")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", choices=("lightgcn", "multvae"), default="lightgcn")
+    model.add_argument("--model", choices=("lightgcn", "multvae"), default="lightgcn", help="model to train")
     model.add_argument(
         "--hp",
         type=parse_hyperparameter,
@@ -57,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     proex = parser.add_argument_group("ProEx fusion")
-    proex.add_argument("--proex", action=argparse.BooleanOptionalAction, default=False)
+    proex.add_argument(
+        "--proex",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fuse the profile vectors the ProEx way (needs --profiles)",
+    )
     proex.add_argument("--profiles", default=None, help="profile store folder (profile_vectors.parquet)")
     proex.add_argument("--k", type=int, default=None, help="profiles per entity (default 4)")
     proex.add_argument("--envs", type=int, default=None, help="environments per step (default 3)")
@@ -96,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     proex.add_argument("--no-mixing", action="store_true", help="ablation: mean pooling, no mixing")
 
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=1000)
-    train.add_argument("--eval-every", type=int, default=3)
+    train.add_argument("--epochs", type=int, default=1000, help="maximum epochs")
+    train.add_argument("--eval-every", type=int, default=3, help="epochs between validations")
     train.add_argument("--patience", type=int, default=20, help="evaluations without improvement")
-    train.add_argument("--seed", type=int, default=2024)
-    train.add_argument("--threads", type=int, default=2)
-    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    train.add_argument("--seed", type=int, default=2024, help="training seed")
+    train.add_argument("--threads", type=int, default=2, help="torch threads")
+    train.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show per-epoch progress bars"
+    )
     train.add_argument("--out", default=None, help="run folder")
     train.add_argument(
         "--baselines",

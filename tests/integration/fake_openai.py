@@ -30,6 +30,7 @@ class FakeOpenAIServer:
         self.api_key = api_key
         self.scripts: dict[str, deque[Scripted]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.auth_headers: list[str | None] = []
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -49,6 +50,7 @@ class FakeOpenAIServer:
                     payload = {}
                 with server.lock:
                     server.requests.append((self.path, payload))
+                    server.auth_headers.append(self.headers.get("Authorization"))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     scripted = server.scripts.get(self.path)

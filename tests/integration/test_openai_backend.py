@@ -1,13 +1,16 @@
-"""The OpenAI-compatible path end to end against a fake server speaking real HTTP: chat and
-embeddings, 429 then success (Retry-After honoured), 5xx retries, a 4xx with the server's message,
-malformed bodies becoming clear errors, bounded concurrency, and a generate job through it."""
+"""The OpenAI-compatible path (the official ``openai`` SDK) end to end against a fake server speaking
+real HTTP: chat and embeddings, 429 then success (Retry-After honoured, in seconds or as an HTTP date),
+5xx retries, a 4xx with the server's message, malformed bodies becoming clear errors, timeouts retried
+then reported, a keyless server, bounded concurrency, and a generate job through it."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 
 import numpy as np
+import openai
 import pytest
 
 from offline_jobs.llm import ChatRequest, create_backend
@@ -61,7 +64,50 @@ def test_429_then_success_honours_retry_after(server):
     (result,) = b.generate([req()])
     assert time.perf_counter() - started >= 0.3
     assert "seed 0." in result.text
-    assert server.count(CHAT) == 2 and b.http.stats["retries"] == 1
+    assert server.count(CHAT) == 2 and b.stats["retries"] == 1
+
+
+def test_retry_after_as_an_http_date_is_honoured(server):
+    when = email.utils.formatdate(time.time() + 1.5, usegmt=True)  # whole seconds: waits 0.5-1.5 s
+    server.script(CHAT, 429, {"error": {"message": "Rate limit reached"}}, {"Retry-After": when})
+    b = backend(server, backoff_max_s=5.0)
+    started = time.perf_counter()
+    (result,) = b.generate([req()])
+    assert time.perf_counter() - started >= 0.4
+    assert result.text and server.count(CHAT) == 2 and b.stats["retries"] == 1
+
+
+def test_timeouts_are_retried_then_reported(server):
+    server.delay_s = 0.6
+    with pytest.raises(LLMUnavailableError, match=r"after 2 attempts; last error: timed out after 0.2s"):
+        backend(server, timeout_s=0.2, max_retries=1).generate([req()])
+    assert server.count(CHAT) == 2
+    # a slow answer inside the timeout is fine
+    server.delay_s = 0.1
+    assert backend(server, timeout_s=3.0).generate([req()])[0].text
+
+
+def test_unreachable_server_is_reported_after_retries():
+    with FakeOpenAIServer() as srv:
+        url = srv.base_url  # the port is closed once the server has stopped
+    dead = OpenAIChatBackend(url, "m", max_retries=1, backoff_s=0.01, timeout_s=2.0)
+    with pytest.raises(LLMUnavailableError, match=r"/v1/chat/completions failed after 2 attempts"):
+        dead.generate([req()])
+
+
+def test_keyless_server_works_without_a_key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
+    with FakeOpenAIServer(api_key=None) as srv:
+        (result,) = OpenAIChatBackend(srv.base_url, "m").generate([req()])
+        assert result.text
+    assert srv.auth_headers == ["Bearer EMPTY"]
+
+
+def test_the_sdk_still_has_the_retry_hook_we_override():
+    """The project's backoff settings go through the SDK's retry-delay hook: fail loudly if it moves."""
+    assert callable(getattr(openai.AsyncOpenAI, "_calculate_retry_timeout", None))
+    assert callable(getattr(openai.AsyncOpenAI, "_parse_retry_after_header", None))
+    assert callable(getattr(openai.AsyncOpenAI, "_should_retry", None))
 
 
 def test_5xx_retried_then_gives_up_clearly(server):
@@ -73,6 +119,9 @@ def test_5xx_retried_then_gives_up_clearly(server):
         server.script(CHAT, 502, {"error": {"message": "bad gateway"}})
     with pytest.raises(LLMUnavailableError, match=r"after 3 attempts.*bad gateway"):
         backend(server, max_retries=2).generate([req()])
+    server.script(CHAT, 503, b"upstream down")  # a plain-text error body is quoted as is
+    with pytest.raises(LLMUnavailableError, match=r"after 1 attempts; last error: HTTP 503: upstream down"):
+        backend(server, max_retries=0).generate([req()])
 
 
 def test_4xx_is_a_clear_error_without_retry(server):
@@ -95,8 +144,17 @@ def test_malformed_responses_become_clear_errors(server):
     server.script(CHAT, 200, {"id": "x", "choices": []})
     with pytest.raises(LLMResponseError, match="malformed chat completion"):
         backend(server).generate([req()])
+    server.script(CHAT, 200, b"plain text", {"Content-Type": "text/plain"})
+    with pytest.raises(LLMResponseError, match=r"malformed chat completion.*body is str"):
+        backend(server).generate([req()])
+    server.script(CHAT, 200, {"choices": [{"message": {"content": 42}}]})
+    with pytest.raises(LLMResponseError, match=r"message\.content is not a string"):
+        backend(server).generate([req()])
     server.script(EMB, 200, {"data": [{"index": 0}]})
     with pytest.raises(LLMResponseError, match="malformed embeddings"):
+        OpenAIEmbedder(server.base_url, "e", api_key="test-key", max_retries=0).embed(["a"])
+    server.script(EMB, 200, {"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0]}]})
+    with pytest.raises(LLMResponseError, match="expected 1 embeddings, got 2"):
         OpenAIEmbedder(server.base_url, "e", api_key="test-key", max_retries=0).embed(["a"])
 
 
@@ -116,6 +174,7 @@ def test_embeddings_batched_normalised_with_retry(server):
     expected = np.asarray(server.vector(texts[5]), dtype=np.float32)
     assert float(vecs[5] @ (expected / np.linalg.norm(expected))) > 0.9999
     assert server.count(EMB) == 4  # 3 batches + the 429
+    assert {p["encoding_format"] for path, p in server.requests if path == EMB} == {"float"}
 
 
 def test_settings_select_the_backend(server, monkeypatch):

@@ -2,7 +2,7 @@
 
 from training.data.dataset import InteractionDataset, PredefinedSplit
 from training.data.errors import DataFormatError, IngestReport
-from training.data.generic import load_generic
+from training.data.generic import ColumnNames, load_generic
 from training.data.mind import load_mind
 from training.data.movielens import load_movielens_100k
 from training.data.registry import KNOWN_DATASETS, data_root, default_split_method, load_dataset
@@ -11,6 +11,7 @@ from training.data.split import Split, split_dataset
 
 __all__ = [
     "KNOWN_DATASETS",
+    "ColumnNames",
     "DataFormatError",
     "IngestReport",
     "InteractionDataset",

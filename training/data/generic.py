@@ -9,6 +9,10 @@ JSON/Parquet, or a ``|``-separated string in CSV), ``description``; any other co
 
 Users (optional): ``user_id`` plus any attribute columns.
 
+The names above are the defaults: :class:`ColumnNames` reads the fields from other columns (MovieLens
+``ratings.csv``: ``userId``, ``movieId``, ``rating``, ``timestamp``; ``movies.csv``: ``movieId``,
+``title``, ``genres`` separated by ``|``), so files import as they are.
+
 Rules: a row with an empty id, an unparsable timestamp or rating, or an item missing from the item file
 fails with the file and line (``unknown_items="drop"`` counts and drops them instead); duplicate
 (user, item) rows are merged keeping the earliest timestamp, and counted. Files must be UTF-8.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +36,76 @@ from training.data.textio import iter_jsonl, iter_lines, require_file
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class ColumnNames:
+    """Which column of the input files holds each field (the defaults are the canonical names).
+
+    Interactions: ``user``, ``item``, ``rating``, ``timestamp``, ``split``; items: ``item_id``,
+    ``title``, ``categories`` (a string split on ``categories_sep``, or a list), ``description``;
+    users: ``user_id``.
+    """
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str = "rating"
+    timestamp: str = "timestamp"
+    split: str = "split"
+    item_id: str = "item_id"
+    title: str = "title"
+    categories: str = "categories"
+    description: str = "description"
+    user_id: str = "user_id"
+    categories_sep: str = "|"
+
+    def renamed(self) -> set[str]:
+        """The fields whose column was named explicitly (a missing one is then an error, not absent)."""
+        default = ColumnNames()
+        return {f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+
+# field of ColumnNames -> the canonical column it becomes, per file
+INTERACTION_FIELDS = {
+    "user": "user_id",
+    "item": "item_id",
+    "rating": "rating",
+    "timestamp": "timestamp",
+    "split": "split",
+}
+ITEM_FIELDS = {
+    "item_id": "item_id",
+    "title": "title",
+    "categories": "categories",
+    "description": "description",
+}
+USER_FIELDS = {"user_id": "user_id"}
+
+
+def canonical_columns(
+    path: Path,
+    frame: pd.DataFrame,
+    columns: ColumnNames,
+    field_map: dict[str, str],
+    required: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Rename the columns ``columns`` names for the fields of ``field_map`` (field -> canonical column)
+    to their canonical names. ``required`` fields, and fields whose column was named explicitly, must
+    exist; a file that has both the named column and another one under the canonical name fails."""
+    explicit = columns.renamed()
+    needed = [getattr(columns, f) for f in field_map if f in required or f in explicit]
+    _require_columns(path, frame, tuple(needed))
+    renames = {
+        getattr(columns, f): target
+        for f, target in field_map.items()
+        if getattr(columns, f) != target and getattr(columns, f) in frame.columns
+    }
+    for source, target in renames.items():
+        if target in frame.columns and target not in renames:
+            raise DataFormatError(
+                path, f"column {source!r} is read as {target!r} but the file also has a column {target!r}"
+            )
+    return frame.rename(columns=renames)
 
 
 def _row_label(path: Path, row: int) -> int:
@@ -111,7 +186,7 @@ def _timestamps(path: Path, frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _categories(value: Any) -> list[str]:
+def _categories(value: Any, sep: str = "|") -> list[str]:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
     if isinstance(value, list | tuple | np.ndarray):
@@ -124,7 +199,7 @@ def _categories(value: Any) -> list[str]:
                 return [str(v).strip() for v in parsed if str(v).strip()]
         except json.JSONDecodeError:
             pass
-    return [part.strip() for part in text.split("|") if part.strip()]
+    return [part.strip() for part in text.split(sep) if part.strip()]
 
 
 def load_generic(
@@ -134,11 +209,13 @@ def load_generic(
     name: str = "custom",
     min_rating: float | None = None,
     unknown_items: Literal["error", "drop"] = "error",
+    columns: ColumnNames | None = None,
 ) -> InteractionDataset:
+    columns = columns or ColumnNames()
     inter_path = Path(interactions)
     report = IngestReport(source=str(inter_path))
-    frame = read_table(inter_path)
-    _require_columns(inter_path, frame, ("user_id", "item_id"))
+    required = ("user", "item", "rating") if min_rating is not None else ("user", "item")
+    frame = canonical_columns(inter_path, read_table(inter_path), columns, INTERACTION_FIELDS, required)
     report.rows_read = len(frame)
     raw_users = _ids(inter_path, frame, "user_id")
     raw_items = _ids(inter_path, frame, "item_id")
@@ -146,7 +223,6 @@ def load_generic(
     keep = np.ones(len(frame), dtype=bool)
 
     if min_rating is not None:
-        _require_columns(inter_path, frame, ("rating",))
         ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=float)
         bad = np.flatnonzero(np.isnan(ratings))
         if len(bad):
@@ -164,8 +240,7 @@ def load_generic(
     item_frame: pd.DataFrame | None = None
     if items is not None:
         item_path = Path(items)
-        item_frame = read_table(item_path)
-        _require_columns(item_path, item_frame, ("item_id",))
+        item_frame = canonical_columns(item_path, read_table(item_path), columns, ITEM_FIELDS, ("item_id",))
         catalogue = _ids(item_path, item_frame, "item_id")
         dupes = pd.Series(catalogue).duplicated()
         if dupes.any():
@@ -195,8 +270,9 @@ def load_generic(
     user_frame: pd.DataFrame | None = None
     if users is not None:
         user_path = Path(users)
-        raw_user_frame = read_table(user_path)
-        _require_columns(user_path, raw_user_frame, ("user_id",))
+        raw_user_frame = canonical_columns(
+            user_path, read_table(user_path), columns, USER_FIELDS, ("user_id",)
+        )
         listed = _ids(user_path, raw_user_frame, "user_id")
         if pd.Series(listed).duplicated().any():
             row = int(np.flatnonzero(pd.Series(listed).duplicated().to_numpy())[0])
@@ -256,7 +332,8 @@ def load_generic(
             {
                 "title": item_frame.get("title", pd.Series(list(item_ids))).astype(str).tolist(),
                 "categories": [
-                    _categories(v) for v in item_frame.get("categories", pd.Series([None] * n_items))
+                    _categories(v, columns.categories_sep)
+                    for v in item_frame.get("categories", pd.Series([None] * n_items))
                 ],
                 "description": item_frame.get("description", pd.Series([""] * n_items)).astype(str).tolist(),
             }
