@@ -2,8 +2,9 @@
 loopback against ``python -m service`` (2 workers, keys required) on a private :class:`Deployment`:
 
 - :func:`redis_kill`: Redis SIGKILLed and restarted under a steady mixed load;
-- :func:`qdrant_unavailable`: the Qdrant engine pointed at a closed port or at a socket that never
-  answers: every request answered within the configured timeout, 503 + Retry-After + a JSON reason;
+- :func:`qdrant_unavailable`: the Qdrant engine, its Qdrant hanging (accepts, never answers) or gone
+  (port refused) after the service started: every request answered within the configured timeout,
+  503 + Retry-After + a JSON reason;
 - :func:`corrupt_bundle`: a bundle with one corrupted file promoted while serving;
 - :func:`feedback_kills`: the service SIGKILLed during acknowledged feedback writes.
 
@@ -22,16 +23,17 @@ from typing import Any
 
 import httpx
 
-from benchmarks.day_in_the_life import Deployment, RedisServer, free_port
+from benchmarks.day_in_the_life import Deployment
+from benchmarks.fake_qdrant import FakeQdrant
 from benchmarks.fault_stack import (
     KEYS,
     Catalogue,
     Load,
     Service,
-    SilentServer,
     percentiles,
     recommended,
     statuses,
+    with_redis,
 )
 from rec_contract.bundle import MANIFEST_FILE, promote, resolve_pointer
 from rec_contract.event_log import read_events
@@ -49,37 +51,31 @@ def redis_kill(
     """Load for ``phase_s`` before, during (Redis SIGKILLed) and after (Redis restarted, same port).
     Feedback given before the kill (probe users' top items, and the load's own) must stay excluded."""
     catalogue = Catalogue.of(deployment)
-    redis = RedisServer(deployment.root / "redis")
-    redis.start()
-    service = Service(deployment, workers, redis.url, reload_interval_s="0")
-    try:
-        with service.running():
-            fed: dict[str, set[str]] = {}
-            for user in catalogue.users[:probe_users]:
-                top = recommended(service.url, user, 10)[:3]
-                events = [{"user_id": user, "item_id": i, "type": "click"} for i in top]
-                sent = httpx.post(f"{service.url}/v1/feedback", json=events, headers=KEYS, timeout=30)
-                sent.raise_for_status()
-                fed[user] = set(top)
-            load = Load(service.url, catalogue, threads=threads, seed=seed).start()
-            time.sleep(phase_s)
-            assert redis.proc is not None
-            killed_at = time.monotonic()
-            redis.proc.kill()
-            redis.proc.wait()
-            redis.proc = None
-            time.sleep(phase_s)
-            redis.start()  # the same port: the service reconnects by itself
-            restarted_at = time.monotonic()
-            time.sleep(phase_s)
-            samples = load.stop()
-            for acked_at, user, item in load.acked:
-                if acked_at < killed_at:
-                    fed.setdefault(user, set()).add(item)
-            came_back = {u: sorted(fed[u] & set(recommended(service.url, u, 100))) for u in fed}
-            ready = httpx.get(f"{service.url}/readyz", timeout=10).json()
-    finally:
-        redis.stop()
+    with with_redis(deployment, workers) as (service, redis):
+        fed: dict[str, set[str]] = {}
+        for user in catalogue.users[:probe_users]:
+            top = recommended(service.url, user, 10)[:3]
+            events = [{"user_id": user, "item_id": i, "type": "click"} for i in top]
+            sent = httpx.post(f"{service.url}/v1/feedback", json=events, headers=KEYS, timeout=30)
+            sent.raise_for_status()
+            fed[user] = set(top)
+        load = Load(service.url, catalogue, threads=threads, seed=seed).start()
+        time.sleep(phase_s)
+        assert redis.proc is not None
+        killed_at = time.monotonic()
+        redis.proc.kill()
+        redis.proc.wait()
+        redis.proc = None
+        time.sleep(phase_s)
+        redis.start()  # the same port: the service reconnects by itself
+        restarted_at = time.monotonic()
+        time.sleep(phase_s)
+        samples = load.stop()
+        for acked_at, user, item in load.acked:
+            if acked_at < killed_at:
+                fed.setdefault(user, set()).add(item)
+        came_back = {u: sorted(fed[u] & set(recommended(service.url, u, 100))) for u in fed}
+        ready = httpx.get(f"{service.url}/readyz", timeout=10).json()
     phases = {
         "before": [s for s in samples if s.started < killed_at],
         "during": [s for s in samples if killed_at <= s.started < restarted_at],
@@ -106,22 +102,14 @@ def redis_kill(
 def qdrant_unavailable(
     deployment: Deployment, mode: str, timeout_s: float = 2.0, workers: int = 2, requests: int = 24
 ) -> dict[str, Any]:
-    """The service on the Qdrant engine whose URL is a closed port (``mode="down"``) or a socket that
-    accepts and never answers (``"hang"``). Requests that need the item store (known user, cold start,
-    item upsert) must be 503 with ``Retry-After`` and a JSON error within ``timeout_s`` (+ 1 s slack
-    for the answer itself), half of them sent sequentially, half concurrently."""
+    """The service on the Qdrant engine, its Qdrant failing after the service started serving. There is
+    no Qdrant server here: :class:`FakeQdrant` answers the startup check (the items collection exists),
+    so the bundle loads, and holds every other request unanswered (``mode="hang"``); for
+    ``mode="down"`` it then closes its port (refused). Requests that need the item store (known user,
+    cold start, new item) must be 503 with ``Retry-After`` and a JSON error within ``timeout_s`` (+ 1 s
+    for the answer itself), half of them sent one at a time, half at once. Recovery without a restart
+    needs a real Qdrant answering again and is not measured."""
     catalogue = Catalogue.of(deployment)
-    silent = SilentServer() if mode == "hang" else None
-    port = silent.port if silent is not None else free_port()  # a free port nobody listens on
-    service = Service(
-        deployment,
-        workers,
-        "",
-        engine="qdrant",
-        qdrant_url=f"http://127.0.0.1:{port}",
-        qdrant_timeout_s=str(timeout_s),
-        reload_interval_s="0",
-    )
     outcomes: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -149,20 +137,35 @@ def qdrant_unavailable(
         with lock:
             outcomes.append(
                 {"kind": kind, "status": status, "seconds": seconds,
-                 "retry_after": headers.get("Retry-After"), "reason": reason}
+                 "retry_after": headers.get("Retry-After"), "body": text, "reason": reason}
             )  # fmt: skip
 
-    with silent or _Nothing(), service.running(wait_for="/healthz"):
-        ready = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
-        with httpx.Client(base_url=service.url, headers=KEYS, timeout=timeout_s + 30) as client:
-            for i in range(requests // 2):
-                one(i, client)
-            pool = [threading.Thread(target=one, args=(i, client)) for i in range(requests // 2, requests)]
-            for t in pool:
-                t.start()
-            for t in pool:
-                t.join()
-    slowest = max(o["seconds"] for o in outcomes)
+    with FakeQdrant() as qdrant:
+        service = Service(
+            deployment,
+            workers,
+            "",
+            engine="qdrant",
+            qdrant_url=qdrant.url,
+            qdrant_timeout_s=str(timeout_s),
+            reload_interval_s="0",
+        )
+        with service.running(wait_for="/healthz"):
+            ready = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
+            if ready.json().get("checks", {}).get("bundle") != "ok":
+                raise RuntimeError(f"the bundle did not load on the fake Qdrant: {ready.text}")
+            if mode == "down":
+                qdrant.go_down()
+            with httpx.Client(base_url=service.url, headers=KEYS, timeout=timeout_s + 30) as client:
+                for i in range(requests // 2):
+                    one(i, client)
+                burst = range(requests // 2, requests)
+                pool = [threading.Thread(target=one, args=(i, client)) for i in burst]
+                for t in pool:
+                    t.start()
+                for t in pool:
+                    t.join()
+            ready = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
     shaped = [o for o in outcomes if o["status"] == 503 and o["retry_after"] and o["reason"]]
     return {
         "mode": mode,
@@ -171,19 +174,13 @@ def qdrant_unavailable(
         "503_retry_after_json": len(shaped),
         "other": [f"{o['kind']} {o['status']}" for o in outcomes if o not in shaped][:10],
         "reasons": dict(Counter(o["reason"] for o in outcomes)),
-        "max_s": round(slowest, 2),
+        "p50_s": round(sorted(o["seconds"] for o in outcomes)[len(outcomes) // 2], 2),
+        "max_s": round(max(o["seconds"] for o in outcomes), 2),
         "within_timeout": sum(1 for o in outcomes if o["seconds"] <= timeout_s + 1.0),
+        "bodies_naming_the_url": sum(1 for o in outcomes if qdrant.url in o["body"]),
         "readyz_status": ready.status_code,
         "readyz_checks": ready.json().get("checks"),
     }
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ---------------------------------------------------------------------- a corrupt bundle promoted

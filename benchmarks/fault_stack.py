@@ -1,6 +1,6 @@
 """The pieces the resilience parts share: a private deployment served by ``python -m service`` (keys
 required, its own session so it can be SIGKILLed with its workers), a steady mixed load from a few
-threads, latency summaries and a socket that accepts and never answers (a hanging dependency)."""
+threads, latency summaries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.day_in_the_life import API_KEY, Deployment, ServiceProcess, free_port
+from benchmarks.day_in_the_life import API_KEY, Deployment, RedisServer, ServiceProcess, free_port
 from rec_contract.bundle import resolve_pointer
 
 KEYS = {"X-API-Key": API_KEY}
@@ -87,6 +86,18 @@ class Service:
             self.stop()
 
 
+@contextlib.contextmanager
+def with_redis(deployment: Deployment, workers: int) -> Iterator[tuple[Service, RedisServer]]:
+    """A private redis-server and the service using it (ready), both stopped on the way out."""
+    redis = RedisServer(deployment.root / "redis")
+    redis.start()
+    try:
+        with Service(deployment, workers, redis.url, reload_interval_s="0").running() as service:
+            yield service, redis
+    finally:
+        redis.stop()
+
+
 @dataclass
 class Catalogue:
     users: list[str]
@@ -113,9 +124,10 @@ class Sample:
 
 @dataclass
 class Load:
-    """A steady mixed load (known users 50%, cold start 30%, feedback 20%) from ``threads`` threads,
-    each paced to ``rate`` requests/s (0: as fast as it answers). Feedback users are ``load-*`` ids;
-    what each acknowledged is kept with the time of the acknowledgement."""
+    """A steady mixed load (known users 50%, cold start 30%, feedback 20%; with ``upserts``, 2% of the
+    requests are item upserts instead of feedback, new ``load-item-*`` items embedded from their text)
+    from ``threads`` threads, each paced to ``rate`` requests/s (0: as fast as it answers). Feedback
+    users are ``load-*`` ids; what each acknowledged is kept with the time of the acknowledgement."""
 
     url: str
     catalogue: Catalogue
@@ -123,6 +135,7 @@ class Load:
     rate: float = 0.0
     seed: int = 0
     timeout: float = 30.0
+    upserts: bool = False
     samples: list[Sample] = field(default_factory=list)
     acked: list[tuple[float, str, str]] = field(default_factory=list)  # (time, user, item)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -156,6 +169,11 @@ class Load:
                 elif roll < 0.8:
                     body = {"liked_items": rng.sample(top, rng.randint(1, 4)), "n": 10}
                     kind, request = "cold", client.build_request("POST", "/v1/recommendations", json=body)
+                elif self.upserts and roll < 0.82:
+                    item_id = f"load-item-{self.seed}-{thread}-{rng.randrange(10**6)}"
+                    body = {"title": f"Load item {item_id}", "text": "a quiet drama about a family farm",
+                            "categories": ["Drama"]}  # fmt: skip
+                    kind, request = "upsert", client.build_request("PUT", f"/v1/items/{item_id}", json=body)
                 else:
                     user, item = f"load-{self.seed}-{thread}-{rng.randrange(50)}", rng.choice(top)
                     events = [{"user_id": user, "item_id": item, "type": "click"}]
@@ -164,7 +182,7 @@ class Load:
                 try:
                     answer = client.send(request)
                     status = answer.status_code
-                    if kind != "feedback" and status == 200:
+                    if kind in ("known", "cold") and status == 200:
                         version = answer.json().get("model_version")
                     elif kind == "feedback" and status == 200:
                         self.acked.append((time.monotonic(), user, item))
@@ -198,35 +216,3 @@ def recommended(url: str, user: str, n: int = 100) -> list[str]:
     answer = httpx.get(f"{url}/v1/users/{user}/recommendations", params={"n": n}, headers=KEYS, timeout=30)
     answer.raise_for_status()
     return [str(r["item_id"]) for r in answer.json()["items"]]
-
-
-class SilentServer:
-    """A TCP socket on loopback that accepts every connection and never answers (nor closes)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def __enter__(self) -> SilentServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()

@@ -9,10 +9,11 @@ machine load:
 - ``bad_input``: the corpus of :mod:`benchmarks.bad_input`: cases, 2xx, 4xx, 5xx, JSON errors of the
   documented schema, statuses other than the expected ones (no Redis);
 - ``redis_kill``, ``qdrant_down``, ``qdrant_hang``, ``corrupt_bundle``, ``feedback_kills``: see
-  :mod:`benchmarks.fault_parts`.
+  :mod:`benchmarks.fault_parts`;
+- ``soak``: 80% of the measured maximum rate for ``--soak-s``: see :mod:`benchmarks.resilience_soak`.
 
-Not implemented: the refresh job killed at random points (``test_day_in_the_life`` kills it once and
-checks the rerun) and the soak.
+Not implemented: the refresh job killed at random points (``test_day_in_the_life`` kills it at one
+named point and checks the rerun).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from benchmarks import fault_parts
 from benchmarks.bad_input import corpus, run_corpus, summarise
 from benchmarks.day_in_the_life import ADMIN_KEY, API_KEY, Deployment
 from benchmarks.fault_stack import Service
+from benchmarks.resilience_soak import soak
 from benchmarks.results import print_table, record
 from rec_contract.bundle import resolve_pointer
 
@@ -45,7 +47,7 @@ def _catalogue_sample(bundle: Path) -> tuple[str, str, tuple[str, str]]:
     return str(users[0]), str(items[best]), (c1, c2)
 
 
-PARTS = ("bad_input", "redis_kill", "qdrant_down", "qdrant_hang", "corrupt_bundle", "feedback_kills")
+PARTS = ("bad_input", "redis_kill", "qdrant_down", "qdrant_hang", "corrupt_bundle", "feedback_kills", "soak")
 
 
 def run_part(part: str, deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
@@ -61,6 +63,8 @@ def run_part(part: str, deployment: Deployment, args: argparse.Namespace) -> dic
         return fault_parts.corrupt_bundle(deployment, args.workers, phase_s=args.phase_s)
     if part == "feedback_kills":
         return fault_parts.feedback_kills(deployment, args.kills, args.workers)
+    if part == "soak":
+        return soak(deployment, args.soak_s, args.workers)
     raise ValueError(f"unknown part {part!r} (one of {', '.join(PARTS)})")
 
 
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--phase-s", type=float, default=15.0, help="redis_kill / corrupt_bundle phases")
     parser.add_argument("--kills", type=int, default=20, help="feedback_kills: how many SIGKILLs")
     parser.add_argument("--qdrant-timeout-s", type=float, default=2.0)
+    parser.add_argument("--soak-s", type=float, default=600.0, help="soak: how long (s)")
     parser.add_argument("--tmp-root", type=Path, default=None)
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
@@ -121,4 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 params["kills"] = args.kills
             if part.startswith("qdrant_"):
                 params["qdrant_timeout_s"] = args.qdrant_timeout_s
+                params["when"] = "after the bundle loaded (a fake Qdrant answering the startup check)"
+            if part == "soak":
+                params["soak_s"] = args.soak_s
             record("resilience", figures, params)

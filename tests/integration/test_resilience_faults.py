@@ -1,7 +1,7 @@
 """Issue 17, item 6, shortened: the fault parts of ``python -m benchmarks resilience`` against
 ``python -m service`` (2 workers, keys required) on a private copy of the session's LightGCN
-deployment: Redis SIGKILLed under load, the Qdrant engine on a closed port and on a socket that never
-answers, a corrupt bundle promoted while serving, the service SIGKILLed during feedback writes."""
+deployment: Redis SIGKILLed under load, the Qdrant engine's Qdrant gone or hanging after the bundle
+loaded, a corrupt bundle promoted while serving, the service SIGKILLed during feedback writes."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ def test_an_unreachable_or_hanging_qdrant_gets_a_503_within_the_timeout(
     figures = fault_parts.qdrant_unavailable(deployment, mode, timeout_s=1.0, requests=6)
     assert figures["503_retry_after_json"] == figures["requests"] == 6, figures["other"]
     assert figures["within_timeout"] == 6, figures["max_s"]
+    assert figures["bodies_naming_the_url"] == 0  # the address and exception text go to the log only
     assert figures["readyz_status"] == 503 and figures["readyz_checks"]["store"] == "unreachable"
+    assert figures["readyz_checks"]["bundle"] == "ok"  # it failed after the bundle was loaded
 
 
 def test_a_corrupt_bundle_promoted_while_serving_is_refused_and_the_old_one_serves(
