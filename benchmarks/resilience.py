@@ -1,13 +1,19 @@
-"""``python -m benchmarks resilience``: how the live service takes bad input (issue 17, item 6).
+"""``python -m benchmarks resilience``: how the live service takes bad input and faults (issue 17,
+item 6).
 
-Runs ``python -m service`` (uvicorn, its workers, keys required) on a private copy of a deployment
-(``--from-dir``, default ``var/`` from ``make demo``: the live bundle, its profile store and text
-encoder; empty logs; no Redis), sends the bad-input corpus of :mod:`benchmarks.bad_input` over
-loopback HTTP and records the counts: cases, 2xx, 4xx, 5xx, JSON errors of the documented schema,
-statuses other than the expected ones. The machine load is recorded with the figures.
+Each part runs ``python -m service`` (uvicorn, its workers, keys required) on its own private copy of a
+deployment (``--from-dir``, default ``var/`` from ``make demo``: the live bundle, its profile store and
+text encoder; empty logs) over loopback HTTP, and is recorded separately (``params.part``) with the
+machine load:
 
-Only the bad-input part is implemented; the soak, Redis-kill, Qdrant-hang, corrupt-bundle and
-kill-during-write scenarios of the issue are not (yet).
+- ``bad_input``: the corpus of :mod:`benchmarks.bad_input`: cases, 2xx, 4xx, 5xx, JSON errors of the
+  documented schema, statuses other than the expected ones (no Redis);
+- ``redis_kill``, ``qdrant_down``, ``qdrant_hang``, ``corrupt_bundle``, ``feedback_kills``: see
+  :mod:`benchmarks.fault_parts`;
+- ``soak``: 80% of the measured maximum rate for ``--soak-s``: see :mod:`benchmarks.resilience_soak`.
+
+Not implemented: the refresh job killed at random points (``test_day_in_the_life`` kills it at one
+named point and checks the rerun).
 """
 
 from __future__ import annotations
@@ -21,24 +27,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from benchmarks import fault_parts
 from benchmarks.bad_input import corpus, run_corpus, summarise
-from benchmarks.day_in_the_life import ADMIN_KEY, API_KEY, Deployment, ServiceProcess, free_port
+from benchmarks.day_in_the_life import ADMIN_KEY, API_KEY, Deployment
+from benchmarks.fault_stack import Service
+from benchmarks.resilience_soak import soak
 from benchmarks.results import print_table, record
 from rec_contract.bundle import resolve_pointer
-
-
-def _wait_ready(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the service at {url} did not become ready in {timeout:.0f} s")
 
 
 def _catalogue_sample(bundle: Path) -> tuple[str, str, tuple[str, str]]:
@@ -52,40 +47,38 @@ def _catalogue_sample(bundle: Path) -> tuple[str, str, tuple[str, str]]:
     return str(users[0]), str(items[best]), (c1, c2)
 
 
-def run(from_dir: Path, workers: int, tmp_root: Path | None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="resilience-") as tmp:
-        deployment = Deployment.from_work_dir(from_dir, Path(tmp))
-        port = free_port()
-        env = {
-            **deployment.env("", f"http://127.0.0.1:{port}"),
-            "PROFILEREC_REDIS_URL": "",  # no cache: the corpus is about input handling
-            "PROFILEREC_RELOAD_INTERVAL_S": "0",
-            "PROFILEREC_LOG_FORMAT": "json",
-        }
-        service = ServiceProcess(deployment, env, workers, deployment.root / "service.log", port)
-        service.start()
-        try:
-            _wait_ready(service.url, 180)
-            user, item, categories = _catalogue_sample(resolve_pointer(deployment.bundles_root))
-            cases = corpus(user, item, categories=categories)
-            load_before = os.getloadavg()
-            started = time.perf_counter()
-            outcomes = run_corpus(service.url, {"X-API-Key": API_KEY, "X-Admin-Key": ADMIN_KEY}, cases)
-            seconds = time.perf_counter() - started
-            load_after = os.getloadavg()
-        finally:
-            service.stop()
+PARTS = ("bad_input", "redis_kill", "qdrant_down", "qdrant_hang", "corrupt_bundle", "feedback_kills", "soak")
+
+
+def run_part(part: str, deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
+    if part == "bad_input":
+        return bad_input(deployment, args.workers)
+    if part == "redis_kill":
+        return fault_parts.redis_kill(deployment, args.workers, phase_s=args.phase_s)
+    if part in ("qdrant_down", "qdrant_hang"):
+        return fault_parts.qdrant_unavailable(
+            deployment, part.removeprefix("qdrant_"), args.qdrant_timeout_s, args.workers
+        )
+    if part == "corrupt_bundle":
+        return fault_parts.corrupt_bundle(deployment, args.workers, phase_s=args.phase_s)
+    if part == "feedback_kills":
+        return fault_parts.feedback_kills(deployment, args.kills, args.workers)
+    if part == "soak":
+        return soak(deployment, args.soak_s, args.workers)
+    raise ValueError(f"unknown part {part!r} (one of {', '.join(PARTS)})")
+
+
+def bad_input(deployment: Deployment, workers: int) -> dict[str, Any]:
+    # no cache: the corpus is about input handling
+    with Service(deployment, workers, "", reload_interval_s="0").running() as service:
+        user, item, categories = _catalogue_sample(resolve_pointer(deployment.bundles_root))
+        cases = corpus(user, item, categories=categories)
+        started = time.perf_counter()
+        outcomes = run_corpus(service.url, {"X-API-Key": API_KEY, "X-Admin-Key": ADMIN_KEY}, cases)
+        seconds = time.perf_counter() - started
     summary = summarise(outcomes)
     unexpected = [f"{o.case.name}: {o.status}" for o in outcomes if not o.expected or not o.json_error]
-    return {
-        **summary,
-        "seconds": round(seconds, 2),
-        "unexpected": unexpected[:20],
-        "loadavg_1m_before": round(load_before[0], 2),
-        "loadavg_1m_after": round(load_after[0], 2),
-        "cpus": os.cpu_count(),
-        "note": "loopback, python -m service; other jobs shared the machine (see loadavg)",
-    }
+    return {**summary, "seconds": round(seconds, 2), "unexpected": unexpected[:20]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,7 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from-dir", type=Path, default=Path("var"), help="the work dir to copy (default var/)"
     )
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     parser.add_argument("--workers", type=int, default=2, help="service worker processes")
+    parser.add_argument("--phase-s", type=float, default=15.0, help="redis_kill / corrupt_bundle phases")
+    parser.add_argument("--kills", type=int, default=20, help="feedback_kills: how many SIGKILLs")
+    parser.add_argument(
+        "--qdrant-timeout-s", type=float, default=2.0, help="qdrant_down / qdrant_hang: the service's timeout"
+    )
+    parser.add_argument("--soak-s", type=float, default=600.0, help="soak: how long (s)")
     parser.add_argument(
         "--tmp-root",
         type=Path,
@@ -104,15 +104,36 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    figures = run(args.from_dir, args.workers, args.tmp_root)
-    print_table(
-        [{k: v for k, v in figures.items() if k != "unexpected"}], title="resilience: bad-input corpus"
-    )
-    for line in figures["unexpected"]:
-        print(f"  unexpected: {line}")
-    if not args.no_record:
-        record(
-            "resilience",
-            figures,
-            {"part": "bad_input", "workers": args.workers, "from_dir": str(args.from_dir)},
+    for part in args.parts:
+        with tempfile.TemporaryDirectory(dir=args.tmp_root, prefix=f"resilience-{part}-") as tmp:
+            deployment = Deployment.from_work_dir(args.from_dir, Path(tmp))
+            load_before = os.getloadavg()
+            figures = run_part(part, deployment, args)
+            load_after = os.getloadavg()
+        figures.update(
+            {
+                "loadavg_1m_before": round(load_before[0], 2),
+                "loadavg_1m_after": round(load_after[0], 2),
+                "cpus": os.cpu_count(),
+                "note": "loopback, python -m service; other jobs shared the machine (see loadavg)",
+            }
         )
+        print_table(
+            [{k: v for k, v in figures.items() if not isinstance(v, dict | list)}],
+            title=f"resilience: {part}",
+        )
+        for key, value in figures.items():
+            if isinstance(value, dict | list):
+                print(f"  {key}: {json.dumps(value)}")
+        if not args.no_record:
+            params = {"part": part, "workers": args.workers, "from_dir": str(args.from_dir)}
+            if part in ("redis_kill", "corrupt_bundle"):
+                params["phase_s"] = args.phase_s
+            if part == "feedback_kills":
+                params["kills"] = args.kills
+            if part.startswith("qdrant_"):
+                params["qdrant_timeout_s"] = args.qdrant_timeout_s
+                params["when"] = "after the bundle loaded (a fake Qdrant answering the startup check)"
+            if part == "soak":
+                params["soak_s"] = args.soak_s
+            record("resilience", figures, params)

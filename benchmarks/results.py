@@ -57,10 +57,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+# the results files themselves do not make the tree dirty (a benchmark recording several parts changes them)
+_NOT_RESULTS = (":/", ":(top,exclude)benchmarks/results.jsonl", ":(top,exclude)benchmarks/RESULTS.md")
+
+
 def provenance() -> dict[str, Any]:
     return {
         "commit": _git("rev-parse", "--short=12", "HEAD") or "unknown",
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", *_NOT_RESULTS)),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
     }

@@ -4,6 +4,12 @@ The service appends (several workers may append to the same file: each batch is 
 exclusive ``flock``, then fsynced, so lines never interleave and an acknowledged batch survives a
 crash). The refresh job reads from a byte offset (its watermark) and only consumes complete lines, so
 a line being written while it reads is picked up by the next run.
+
+A writer killed in the middle of its ``write`` (a large batch: the kernel may stop a write to a regular
+file part way on a fatal signal; or a full disk) leaves a torn last line with no newline, and it was
+never acknowledged. The next append ends that fragment with a newline first (under the lock, so no other
+writer can be mid-line), which makes it one malformed line that the readers count and skip, instead
+of gluing it to the next batch's first event, which would have lost an acknowledged event.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ def append_events(path: str | Path, events: Sequence[dict[str, Any]]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) + "\n" for e in events).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn line left by a killed writer
+                data = b"\n" + data
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

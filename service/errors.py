@@ -50,6 +50,11 @@ class ServiceError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def log_reason(self) -> str:
+        """What the service log says about the error (may say more than the answer)."""
+        return self.message
+
 
 class InvalidInputError(ServiceError):
     """The request breaks a documented rule checked after parsing (a limit the settings lowered, an
@@ -87,10 +92,20 @@ class UnauthorizedError(ServiceError):
 
 
 class DependencyUnavailableError(ServiceError):
-    """Qdrant (or another required dependency) cannot be reached: 503 with the reason."""
+    """Qdrant (or another required dependency) cannot be reached: 503 naming the dependency. The
+    ``reason`` (its address, the exception text) goes to the service log, not to the client."""
 
     status_code = 503
     code = "dependency_unavailable"
+
+    def __init__(self, dependency: str, reason: str) -> None:
+        super().__init__(f"{dependency} is unavailable: retry later")
+        self.reason = reason
+        self.args = (reason,)  # str(exc), as the logs use it, is the full reason
+
+    @property
+    def log_reason(self) -> str:
+        return self.reason
 
 
 class NotReadyError(ServiceError):
@@ -121,7 +136,8 @@ def install_error_handlers(app: FastAPI) -> None:
         ERRORS.labels(type=exc.code).inc()
         if exc.status_code >= 500:
             log.warning(
-                "request failed", extra={"path": request.url.path, "code": exc.code, "reason": exc.message}
+                "request failed",
+                extra={"path": request.url.path, "code": exc.code, "reason": exc.log_reason},
             )
         headers = {"Retry-After": "1"} if exc.status_code == 503 else exc.headers
         return JSONResponse(

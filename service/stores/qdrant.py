@@ -60,14 +60,14 @@ class QdrantConnection:
     def down(self, exc: BaseException, op: str) -> DependencyUnavailableError:
         DEPENDENCY_UP.labels(dependency="qdrant").set(0)
         return DependencyUnavailableError(
-            f"qdrant at {self.location} is unavailable ({op}: {type(exc).__name__}: {exc})"
+            "the item store (qdrant)", f"qdrant at {self.location}: {op}: {type(exc).__name__}: {exc}"
         )
 
     async def ping(self) -> str | None:
         try:
             await self.client.get_collections()
         except QDRANT_ERRORS as exc:
-            return str(self.down(exc, "ping"))
+            return self.down(exc, "ping").reason
         DEPENDENCY_UP.labels(dependency="qdrant").set(1)
         return None
 
@@ -229,7 +229,8 @@ async def qdrant_upsert_profile(conn: QdrantConnection, collection: str, point: 
     try:
         if not await conn.client.collection_exists(collection):
             raise DependencyUnavailableError(
-                f"profiles collection {collection} does not exist in qdrant at {conn.location}"
+                "the profile store (qdrant)",
+                f"profiles collection {collection} does not exist in qdrant at {conn.location}",
             )
         await conn.client.upsert(collection, points=[point], wait=True)
     except QDRANT_ERRORS as exc:

@@ -58,6 +58,19 @@ def test_event_log_reads_only_complete_lines(tmp_path: Path) -> None:
     assert [e["item_id"] for e in rest.events] == ["4"] and rest.malformed == 1
 
 
+def test_an_append_after_a_torn_line_keeps_every_new_event(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves a line without its newline: the next batch must not be glued
+    to it (its first event would be lost in one malformed line)."""
+    log = tmp_path / "feedback.jsonl"
+    append_events(log, [{"user_id": "1", "item_id": "2"}])
+    with log.open("ab") as fh:
+        fh.write(b'{"user_id": "killed", "item')  # torn: never acknowledged
+    append_events(log, [{"user_id": "1", "item_id": "3"}, {"user_id": "1", "item_id": "4"}])
+    chunk = read_events(log, 0)
+    assert [e["item_id"] for e in chunk.events] == ["2", "3", "4"] and chunk.malformed == 1
+    assert chunk.end_offset == log.stat().st_size
+
+
 def test_event_log_rejects_watermark_past_end(tmp_path: Path) -> None:
     log = tmp_path / "f.jsonl"
     append_events(log, [{"a": 1}])

@@ -1,0 +1,66 @@
+"""Issue 17, item 6, shortened: the fault parts of ``python -m benchmarks resilience`` against
+``python -m service`` (2 workers, keys required) on a private copy of the session's LightGCN
+deployment: Redis SIGKILLed under load, the Qdrant engine's Qdrant gone or hanging after the bundle
+loaded, a corrupt bundle promoted while serving, the service SIGKILLed during feedback writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import fault_parts
+from benchmarks.day_in_the_life import Deployment
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def deployment(artefacts, data_dir: Path, tmp_path: Path) -> Deployment:
+    return Deployment.copy_from(
+        tmp_path / "deployment",
+        bundle_dir=artefacts.bundles["lightgcn"],
+        store=artefacts.store,
+        text_encoder_dir=artefacts.text_encoder,
+        qdrant_path=artefacts.qdrant_path,
+        data_dir=data_dir,
+    )
+
+
+def test_a_redis_kill_under_load_fails_no_request_and_keeps_exclusions(deployment: Deployment) -> None:
+    figures = fault_parts.redis_kill(deployment, threads=2, phase_s=2.0, probe_users=3)
+    assert figures["failed"] == 0, figures["statuses"]
+    assert figures["before_requests"] and figures["during_requests"] and figures["after_requests"]
+    assert figures["excluded_items_checked"] >= 9
+    assert figures["excluded_items_returned"] == 0
+    assert figures["readyz_after"] == "ready"
+
+
+@pytest.mark.parametrize("mode", ["down", "hang"])
+def test_an_unreachable_or_hanging_qdrant_gets_a_503_within_the_timeout(
+    deployment: Deployment, mode: str
+) -> None:
+    figures = fault_parts.qdrant_unavailable(deployment, mode, timeout_s=1.0, requests=6)
+    assert figures["503_retry_after_json"] == figures["requests"] == 6, figures["other"]
+    assert figures["within_timeout"] == 6, figures["max_s"]
+    assert figures["bodies_naming_the_url"] == 0  # the address and exception text go to the log only
+    assert figures["readyz_status"] == 503 and figures["readyz_checks"]["store"] == "unreachable"
+    assert figures["readyz_checks"]["bundle"] == "ok"  # it failed after the bundle was loaded
+
+
+def test_a_corrupt_bundle_promoted_while_serving_is_refused_and_the_old_one_serves(
+    deployment: Deployment,
+) -> None:
+    figures = fault_parts.corrupt_bundle(deployment, threads=2, phase_s=2.0)
+    assert figures["failed"] == 0 and figures["requests"] > 0, figures["statuses"]
+    assert set(figures["served_versions"]) == {"live"}
+    assert figures["readyz"]["checks"]["promoted_bundle"] == "refused"
+    assert figures["readyz"]["checks"]["bundle"] == "ok"
+    assert not figures["readyz_has_paths"]
+
+
+def test_every_feedback_event_acknowledged_before_a_sigkill_is_in_the_log(deployment: Deployment) -> None:
+    figures = fault_parts.feedback_kills(deployment, kills=3, threads=3)
+    assert figures["events_acked"] > 0
+    assert figures["acked_missing_from_log"] == 0 and figures["acked_missing_via_reader"] == 0
+    assert figures["malformed_lines"] <= figures["kills"]  # at most one torn write per kill, skipped
