@@ -45,7 +45,7 @@ class JobSettings(BaseSettings):
     llama_batch_seqs: int = Field(default=64, ge=1)  # sequences decoded together
     job_workers: int = Field(default=1, ge=1)  # processes sharing a generation job (embedded backends)
     # faithfulness: reject profiles that name titles outside the data, contradict the item table or
-    # claim genres the history does not support (offline_jobs.grounding); best of N candidates each
+    # claim genres the history does not support (offline_jobs.profiles.grounding); best of N candidates each
     grounding: bool = True
     profile_candidates: int = Field(default=1, ge=1, le=8)
 

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     _stop("service")  # restarted below on what this run builds
-    from offline_jobs.pipeline_cli import main as pipeline
+    from offline_jobs.cli.pipeline import main as pipeline
 
     print("[1/3] building the artefacts (profiles -> embeddings -> training -> ONNX bundle -> Qdrant)")
     # Progress bars and warnings on the terminal; the per-epoch logs stay in the run folder's epochs.jsonl.

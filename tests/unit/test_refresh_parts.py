@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from offline_jobs.live_data import apply_logs, changes_of
-from offline_jobs.refresh import (
+from offline_jobs.refresh.job import (
     RUNS_KEPT,
     RefreshReport,
     RefreshState,
@@ -17,6 +16,7 @@ from offline_jobs.refresh import (
     _new_run_folder,
     write_metrics,
 )
+from offline_jobs.refresh.live_data import apply_logs, changes_of
 from offline_jobs.settings import JobSettings
 
 BAD_FEEDBACK = [
@@ -103,7 +103,7 @@ def test_a_refreshed_profile_that_fails_never_replaces_a_good_one(tmp_path):
 
     import numpy as np
 
-    from offline_jobs.refresh import keep_good_profiles
+    from offline_jobs.refresh.job import keep_good_profiles
     from rec_contract.profile_store import (
         read_profiles,
         read_store_vectors,

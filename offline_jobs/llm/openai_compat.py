@@ -29,7 +29,7 @@ import openai
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
-from offline_jobs.llm import ChatRequest, GenerationResult, LLMError
+from offline_jobs.llm.base import ChatRequest, GenerationResult, LLMError
 
 if TYPE_CHECKING:
     from offline_jobs.settings import JobSettings

@@ -93,7 +93,7 @@ def get_embedder(backend: str = "minilm", batch_size: int = 64, settings: Any = 
             _EMBEDDER_CACHE[key] = MiniLMEmbedder(batch_size=batch_size)
         return _EMBEDDER_CACHE[key]
     if backend == "openai":
-        from offline_jobs.openai_client import OpenAIEmbedder
+        from offline_jobs.llm.openai_compat import OpenAIEmbedder
         from offline_jobs.settings import JobSettings
 
         return OpenAIEmbedder.from_settings(settings or JobSettings())

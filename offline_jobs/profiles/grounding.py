@@ -1,6 +1,6 @@
 """The grounding check: is a generated profile faithful to the data its prompt was built from?
 
-:mod:`offline_jobs.validation` rejects text that is malformed; this module rejects text that makes
+:mod:`offline_jobs.profiles.validation` rejects text that is malformed; this module rejects text that makes
 claims the data does not support (a small model invents films, years and genres: "The 2016 movie Toy
 Story", "The Legend of Zelda (2019)"). For one profile and the entity it describes it finds
 
@@ -403,7 +403,7 @@ class Grounder:
         if key in self.category_forms:
             return True
         if len(words) == 1:
-            from offline_jobs.validation import english_vocabulary
+            from offline_jobs.profiles.validation import english_vocabulary
 
             return words[0] in english_vocabulary() or words[0].isdigit()
         return False

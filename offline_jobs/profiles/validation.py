@@ -16,7 +16,7 @@ Checks (each a reason string in :attr:`Verdict.reasons`):
   entity's own vocabulary (titles, genres, attributes);
 * ``echo``: copies the prompt (most of its 5-grams appear in the prompt) or is a refusal/meta reply;
 * the grounding check's reasons (``invented_title``, ``ungrounded_title``, ``fact_contradiction``,
-  ``category_claim``; :mod:`offline_jobs.grounding`) when a ``grounding`` check is given: a profile
+  ``category_claim``; :mod:`offline_jobs.profiles.grounding`) when a ``grounding`` check is given: a profile
   that names titles outside the data, contradicts the item table or claims unsupported genres.
 """
 
@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from offline_jobs.grounding import Grounding
+    from offline_jobs.profiles.grounding import Grounding
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENT_END = re.compile(r"[.!?](?:[\"')\]]*)\s")
@@ -64,7 +64,7 @@ class Verdict:
 def english_vocabulary() -> frozenset[str]:
     """Whole words of the MiniLM (BERT uncased) vocabulary: a small English dictionary, offline."""
     try:
-        from offline_jobs.embedding import minilm_path
+        from offline_jobs.jobs.embedding import minilm_path
 
         lines = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
     except (OSError, RuntimeError):

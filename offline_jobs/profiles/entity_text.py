@@ -15,8 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from offline_jobs.context import JobContext
-from offline_jobs.extractive import ExtractiveProfiler
-from offline_jobs.validation import content_words
+from offline_jobs.profiles.extractive import ExtractiveProfiler
+from offline_jobs.profiles.validation import content_words
 
 
 def _short(text: str, max_words: int) -> str:

@@ -14,7 +14,7 @@ slot (ProEx's F4 requests share all but their last sentence). Per-sequence sampl
 penalty, top-k, top-p, temperature) with a generator seeded by the request's seed.
 
 Streaming: besides ``generate(requests)`` the backend takes ``submit(request, done)`` and ``step()``
-(:class:`offline_jobs.llm.StreamingBackend`), so the generation job hands over each entity's next
+(:class:`offline_jobs.llm.base.StreamingBackend`), so the generation job hands over each entity's next
 request the moment the previous one is answered and the batch never drains between chain steps.
 
 Attention reads dominate a decode step (the KV of every running row, up to the longest row's
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from offline_jobs.llm import ChatRequest, GenerationResult
+from offline_jobs.llm.base import ChatRequest, GenerationResult
 
 if TYPE_CHECKING:
     import torch
@@ -318,7 +318,7 @@ class TorchGGUFBackend:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
-        from offline_jobs.llama_backend import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
+        from offline_jobs.llm.llama import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
 
         self.torch = torch
         torch.set_num_threads(max(1, n_threads))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offline_jobs.llm import ChatRequest, GenerationResult
+from offline_jobs.llm.base import ChatRequest, GenerationResult
 
 if TYPE_CHECKING:
     from offline_jobs.settings import JobSettings

@@ -5,7 +5,7 @@ Each strategy builds, for one user or item, a generator that yields work and rec
 * a ``list[ChatRequest]`` -> receives ``list[GenerationResult]`` (same order);
 * an :class:`Embed` -> receives ``np.ndarray`` ``[n, d]`` of L2-normalised vectors;
 
-and finally returns the entity's K profile rows. The runner (:mod:`offline_jobs.runner`) drives many
+and finally returns the entity's K profile rows. The runner (:mod:`offline_jobs.jobs.runner`) drives many
 such coroutines at once and batches their requests into one backend call per round, so multi-step
 chains (ProEx's F1 -> F2 -> F3 -> F4), retries and the similarity-driven regeneration all batch
 across entities.
@@ -19,9 +19,9 @@ across entities.
 * Items (every strategy): item text plus the profiles of users who interacted with it; items with no
   training interactions: text plus the profiles of their most similar items (RecLM Sec. 6.6).
 
-Every output is validated (:mod:`offline_jobs.validation`) and, for profiles, checked against the data
-its prompt was built from (:mod:`offline_jobs.grounding`; ``grounding=True``), retried with a new seed
-up to ``max_retries`` times, and otherwise replaced by the extractive profile of the same slot
+Every output is validated (:mod:`offline_jobs.profiles.validation`) and, for profiles, checked against the
+data its prompt was built from (:mod:`offline_jobs.profiles.grounding`; ``grounding=True``), retried with a
+new seed up to ``max_retries`` times, and otherwise replaced by the extractive profile of the same slot
 (``is_fallback=True``, reasons in ``quality``). With ``candidates`` N > 1 every attempt generates N
 candidates (candidate c's seed is the attempt's seed + ``CANDIDATE_STRIDE * c``, so the generation
 cache, keyed by the seed, answers each one on a resumed run) and keeps the one that passes with the
@@ -39,12 +39,17 @@ from typing import Any
 
 import numpy as np
 
-from offline_jobs.entity_text import EntityText, Neighbours, _short
-from offline_jobs.extractive import EXTRACTIVE_MODEL, EXTRACTIVE_PROMPT_VERSION, ExtractiveProfiler, now_iso
-from offline_jobs.grounding import Grounder, Grounding, Reference
-from offline_jobs.llm import ChatRequest, GenerationResult
-from offline_jobs.prompts import PromptSet
-from offline_jobs.validation import validate
+from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.profiles.entity_text import EntityText, Neighbours, _short
+from offline_jobs.profiles.extractive import (
+    EXTRACTIVE_MODEL,
+    EXTRACTIVE_PROMPT_VERSION,
+    ExtractiveProfiler,
+    now_iso,
+)
+from offline_jobs.profiles.grounding import Grounder, Grounding, Reference
+from offline_jobs.profiles.prompts import PromptSet
+from offline_jobs.profiles.validation import validate
 
 CANDIDATE_STRIDE = 104_729  # seed offset between the candidates of one attempt (best of N)
 
@@ -68,7 +73,7 @@ class GenerationConfig:
     split: str = ""
     version: str = ""
     inputs: str = ""  # a digest of further inputs (the refresh: the live item text and user attributes)
-    grounding: bool = True  # reject profiles the grounding check fails (offline_jobs.grounding)
+    grounding: bool = True  # reject profiles the grounding check fails (offline_jobs.profiles.grounding)
     candidates: int = 1  # best of N: candidates generated per profile and attempt
 
     @classmethod

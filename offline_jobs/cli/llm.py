@@ -1,4 +1,4 @@
-"""CLI commands for the LLM jobs: ``generate``, ``upload`` and ``pipeline`` (see :mod:`offline_jobs.cli`)."""
+"""CLI commands for the LLM jobs: ``generate``, ``upload``, ``pipeline``."""
 
 from __future__ import annotations
 
@@ -111,13 +111,13 @@ def _progress_bar(total: int, desc: str) -> tuple[Any, Callable[[Any, int], None
 def run_generate(
     args: argparse.Namespace, version_of: Callable[[argparse.Namespace, str], str]
 ) -> dict[str, Any]:
-    from offline_jobs.cli import default_out
+    from offline_jobs.cli.jobs import default_out
     from offline_jobs.context import load_context
-    from offline_jobs.embedding import get_embedder
-    from offline_jobs.llm import backend_model_id, create_backend
-    from offline_jobs.runner import ProfileJob, WorkerSpec
+    from offline_jobs.jobs.embedding import get_embedder
+    from offline_jobs.jobs.runner import ProfileJob, WorkerSpec
+    from offline_jobs.llm.base import backend_model_id, create_backend
+    from offline_jobs.profiles.strategies import GenerationConfig
     from offline_jobs.selection import select
-    from offline_jobs.strategies import GenerationConfig
 
     settings = settings_from_args(args)
     ctx = load_context(args.dataset, args.split_method, args.split_seed, args.data_dir)
@@ -176,7 +176,7 @@ def run_generate(
 def run_upload(args: argparse.Namespace, store: Path, version: str | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from offline_jobs.qdrant_upload import qdrant_client, upload_store
+    from offline_jobs.publish.qdrant_upload import qdrant_client, upload_store
 
     settings = JobSettings()
     url = args.qdrant_url or settings.qdrant_url
@@ -206,7 +206,7 @@ def register(
     add_embed_args: AddArgs,
     add_upload_args: AddArgs,
 ) -> None:
-    from offline_jobs import cli
+    from offline_jobs.cli import jobs as cli
 
     def cmd_generate(args: argparse.Namespace) -> int:
         report = run_generate(args, cli._version)

@@ -49,9 +49,9 @@ import httpx
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from offline_jobs.cache import CACHE_FILE
 from offline_jobs.failures import EntityFailure, exception_site
-from offline_jobs.live_data import apply_logs, catalog_problem, changes_of, feedback_problem
+from offline_jobs.jobs.cache import CACHE_FILE
+from offline_jobs.refresh.live_data import apply_logs, catalog_problem, changes_of, feedback_problem
 from rec_contract.atomic import atomic_write_text
 from rec_contract.bundle import BundleManifest, read_manifest, resolve_pointer
 from rec_contract.event_log import LogChunk, append_events, read_events
@@ -453,7 +453,7 @@ def _refresh_entities(
     catalog: LogChunk,
     changes: Any,
 ) -> None:
-    from offline_jobs.profile_builder import BuildOptions, build_profiles
+    from offline_jobs.jobs.builder import BuildOptions, build_profiles
 
     with _stage(report, "bundle"):
         bundle_dir = resolve_pointer(settings.bundles_root)
@@ -581,7 +581,7 @@ def _job_settings(n_entities: int, k: int) -> Any:
 
 def _shared_cache(state_dir: Path) -> Path:
     """The generation cache every run shares (keyed by model, prompt and sampling, not by run)."""
-    from offline_jobs.cache import JobCache
+    from offline_jobs.jobs.cache import JobCache
 
     path = state_dir / "cache" / CACHE_FILE
     cache = JobCache(path, run_id="prune")

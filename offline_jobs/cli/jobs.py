@@ -89,7 +89,7 @@ def cmd_extractive(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from offline_jobs.context import load_context
-    from offline_jobs.extractive import build_extractive_rows
+    from offline_jobs.profiles.extractive import build_extractive_rows
     from offline_jobs.selection import select
     from rec_contract.profile_store import write_profiles
 
@@ -126,7 +126,7 @@ def _embed_store(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from offline_jobs.embedding import embed_profile_rows, get_embedder
+    from offline_jobs.jobs.embedding import embed_profile_rows, get_embedder
     from offline_jobs.settings import JobSettings
     from rec_contract.profile_store import read_profiles, write_profile_vectors
 
@@ -158,7 +158,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export_text_encoder(args: argparse.Namespace) -> int:
-    from offline_jobs.embedding import export_text_encoder
+    from offline_jobs.jobs.embedding import export_text_encoder
 
     out = export_text_encoder(args.out)
     print(f"exported text encoder to {out}")
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export_text_encoder)
 
     _register_llm_commands(sub)
-    from offline_jobs import refresh
+    from offline_jobs.refresh import job as refresh
 
     refresh.register(sub)
     return parser
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_llm_commands(sub: Any) -> None:
     try:
-        from offline_jobs import runner_cli
+        from offline_jobs.cli import llm as runner_cli
     except ImportError:  # pragma: no cover - during development only
         return
     runner_cli.register(sub, _add_data_args, _add_embed_args, _add_upload_args)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_jobs.live_data import apply_logs
+from offline_jobs.refresh.live_data import apply_logs
 from rec_contract.bundle import BundleManifest, new_version, read_manifest, resolve_pointer
 from rec_contract.event_log import read_events
 from rec_contract.profile_store import read_profile_vectors
@@ -205,7 +205,7 @@ def gate(
 
 def retrain(opts: RetrainOptions, qdrant_client: Any = None) -> dict[str, Any]:
     """Retrain on all data, export, gate against the live bundle, promote (or refuse)."""
-    from offline_jobs.publish import publish
+    from offline_jobs.publish.promote import publish
     from training.export import ExportOptions, export_bundle
     from training.models import TrainConfig
     from training.proex import ProExConfig

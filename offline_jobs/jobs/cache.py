@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_jobs.llm import GenerationResult
+from offline_jobs.llm.base import GenerationResult
 
 CACHE_FILE = "job_cache.sqlite"
 

@@ -52,7 +52,7 @@ def build_profiles(
     progress: Callable[[Any, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write the profiles of ``users`` and ``items`` (indices into ``ctx.dataset``) to the store ``out``."""
-    from offline_jobs.embedding import embed_profile_rows, get_embedder
+    from offline_jobs.jobs.embedding import embed_profile_rows, get_embedder
 
     if options.strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {options.strategy!r}: one of {', '.join(STRATEGIES)}")
@@ -60,8 +60,8 @@ def build_profiles(
     out = Path(out)
     embedder = get_embedder(settings.embed_backend, options.embed_batch_size, settings)
     if options.strategy == "extractive":
-        from offline_jobs.extractive import build_extractive_rows
         from offline_jobs.failures import EntityFailure
+        from offline_jobs.profiles.extractive import build_extractive_rows
         from rec_contract.profile_store import write_profile_vectors, write_profiles
 
         started = time.perf_counter()
@@ -84,9 +84,9 @@ def build_profiles(
             "stats": {"generated": 0, "wall_seconds": round(time.perf_counter() - started, 2)},
         }
 
-    from offline_jobs.llm import create_backend
-    from offline_jobs.runner import ProfileJob
-    from offline_jobs.strategies import GenerationConfig
+    from offline_jobs.jobs.runner import ProfileJob
+    from offline_jobs.llm.base import create_backend
+    from offline_jobs.profiles.strategies import GenerationConfig
 
     cfg = GenerationConfig.from_settings(
         settings,

@@ -47,8 +47,8 @@ def _env_path(name: str, default: str) -> Path:
 def _qdrant(args: argparse.Namespace, required: bool = True) -> Iterator[Any]:
     """A sync Qdrant client, or None when the embedded storage is held by a running service and the
     step can do without (promotion)."""
-    from offline_jobs.qdrant_upload import qdrant_client
-    from offline_jobs.refresh import _embedded_storage_locked
+    from offline_jobs.publish.qdrant_upload import qdrant_client
+    from offline_jobs.refresh.job import _embedded_storage_locked
 
     if not args.qdrant_url and _embedded_storage_locked(Path(args.qdrant_path)):
         if required:
@@ -72,10 +72,10 @@ def _qdrant(args: argparse.Namespace, required: bool = True) -> Iterator[Any]:
 
 def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
     from offline_jobs.context import load_context
-    from offline_jobs.embedding import export_text_encoder
-    from offline_jobs.profile_builder import BuildOptions, build_profiles
-    from offline_jobs.publish import publish
-    from offline_jobs.rollout import PromotionRefusedError, baseline_gate
+    from offline_jobs.jobs.builder import BuildOptions, build_profiles
+    from offline_jobs.jobs.embedding import export_text_encoder
+    from offline_jobs.publish.promote import publish
+    from offline_jobs.publish.rollout import PromotionRefusedError, baseline_gate
     from offline_jobs.selection import select
     from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
     from rec_contract.profile_store import VECTORS_FILE, merge_into_store
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     args.bundles_root = args.bundles_root or str(work / "bundles")
     args.qdrant_path = args.qdrant_path or str(work / "qdrant")
-    from offline_jobs.publish import publish, rollback
-    from offline_jobs.rollout import PromotionRefusedError, RetrainOptions, retrain
+    from offline_jobs.publish.promote import publish, rollback
+    from offline_jobs.publish.rollout import PromotionRefusedError, RetrainOptions, retrain
     from rec_contract.bundle import BundleError
     from training.export import ExportOptions, export_bundle
 

@@ -69,7 +69,7 @@ def ensure_profiles_collection(client: QdrantClient, bundle_dir: Path, store: Pa
             )
         client.create_collection(name, vectors_config=_empty_profiles_config(manifest.profiles.text_dim))
         return True
-    from offline_jobs.qdrant_upload import upload_store
+    from offline_jobs.publish.qdrant_upload import upload_store
 
     upload_store(store, client, version=manifest.profiles.store_version, set_alias=False)
     return True
