@@ -10,9 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from offline_jobs.cli.common import (
+    add_data_args,
+    add_embed_args,
+    add_upload_args,
+    default_out,
+    store_version,
+    write_report,
+)
 from offline_jobs.settings import JobSettings
-
-AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
 def _add_llm_args(p: argparse.ArgumentParser) -> None:
@@ -108,15 +114,11 @@ def _progress_bar(total: int, desc: str) -> tuple[Any, Callable[[Any, int], None
     return bar, update
 
 
-def run_generate(
-    args: argparse.Namespace, version_of: Callable[[argparse.Namespace, str], str]
-) -> dict[str, Any]:
-    from offline_jobs.cli.jobs import default_out
+def run_generate(args: argparse.Namespace) -> dict[str, Any]:
     from offline_jobs.context import load_context
+    from offline_jobs.jobs.builder import BuildOptions, new_job
     from offline_jobs.jobs.embedding import get_embedder
-    from offline_jobs.jobs.runner import ProfileJob, WorkerSpec
-    from offline_jobs.llm.base import backend_model_id, create_backend
-    from offline_jobs.profiles.strategies import GenerationConfig
+    from offline_jobs.jobs.workers import WorkerSpec
     from offline_jobs.selection import select
 
     settings = settings_from_args(args)
@@ -124,19 +126,18 @@ def run_generate(
     users = select(ctx.dataset, "user", args.users, args.limit)
     items = select(ctx.dataset, "item", args.items, args.limit)
     out = Path(args.out) if args.out else default_out(args.dataset, args.strategy)
-    version = version_of(args, args.strategy)
-    cfg = GenerationConfig.from_settings(
-        settings,
+    options = BuildOptions(
         args.strategy,
         args.k,
-        version,
+        store_version(args, args.strategy),
         max_retries=args.max_retries,
         sim_threshold=args.sim_threshold,
         sim_retries=args.sim_retries,
+        max_active=args.max_active,
+        embed_batch_size=args.embed_batch_size,
+        neighbour_embeddings=args.cf_user_embeddings,
+        prompt_file=args.prompt_file,
     )
-    workers = settings.job_workers if settings.llm_backend in ("torch", "llama_cpp", "fake") else 1
-    backend = create_backend(settings) if workers == 1 else None
-    embedder = get_embedder(settings.embed_backend, args.embed_batch_size, settings)
     spec = WorkerSpec(
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -146,22 +147,9 @@ def run_generate(
         embed_backend=settings.embed_backend,
         embed_batch_size=args.embed_batch_size,
     )
-    max_active = settings.active_entities(args.max_active)
+    embedder = get_embedder(settings.embed_backend, args.embed_batch_size, settings)
     bar, update = _progress_bar(len(users) + len(items), f"{args.strategy} profiles")
-    job = ProfileJob(
-        ctx,
-        backend,
-        embedder,
-        out,
-        cfg,
-        max_active=max_active,
-        neighbour_embeddings=args.cf_user_embeddings,
-        prompt_file=args.prompt_file,
-        progress=update,
-        model_id=backend_model_id(settings),
-        workers=workers,
-        worker_spec=spec,
-    )
+    job, backend = new_job(ctx, settings, embedder, out, options, update, worker_spec=spec)
     try:
         report = job.run(users, items)
     finally:
@@ -200,28 +188,23 @@ def run_upload(args: argparse.Namespace, store: Path, version: str | None = None
     return report
 
 
-def register(
-    sub: Any,
-    add_data_args: AddArgs,
-    add_embed_args: AddArgs,
-    add_upload_args: AddArgs,
-) -> None:
-    from offline_jobs.cli import jobs as cli
+def register(sub: Any) -> None:
+    """The ``generate``, ``upload`` and ``pipeline`` sub-commands."""
 
     def cmd_generate(args: argparse.Namespace) -> int:
-        report = run_generate(args, cli._version)
+        report = run_generate(args)
         print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
         return 0
 
     def cmd_upload(args: argparse.Namespace) -> int:
         report = run_upload(args, Path(args.store), args.version)
-        cli._write_report(Path(args.store), "upload_report.json", report)
+        write_report(Path(args.store), "upload_report.json", report)
         print(json.dumps(report, indent=2))
         return 0
 
     def cmd_pipeline(args: argparse.Namespace) -> int:
         started = time.perf_counter()
-        gen = run_generate(args, cli._version)
+        gen = run_generate(args)
         out = Path(gen["out"])
         up = run_upload(args, out, gen["config"]["version"])
         report = {
@@ -231,7 +214,7 @@ def register(
             "upload": up,
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
-        cli._write_report(out, "pipeline_report.json", report)
+        write_report(out, "pipeline_report.json", report)
         print(json.dumps(report, indent=2, default=str))
         return 0
 

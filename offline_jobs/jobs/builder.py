@@ -19,6 +19,7 @@ from offline_jobs.context import JobContext
 from offline_jobs.settings import JobSettings
 
 STRATEGIES = ("proex", "reclm", "duet", "extractive")
+EMBEDDED_BACKENDS = ("torch", "llama_cpp", "fake")  # one model per process: worker processes help
 
 
 @dataclass
@@ -84,9 +85,35 @@ def build_profiles(
             "stats": {"generated": 0, "wall_seconds": round(time.perf_counter() - started, 2)},
         }
 
+    job, backend = new_job(ctx, settings, embedder, out, options, progress)
+    try:
+        with _bar(options, len(users) + len(items), f"{options.strategy} profiles", "entity") as bar:
+            if progress is None:
+                job.progress = lambda _stats, n: bar.update(n)
+            report = job.run(users, items)
+    finally:
+        job.close()
+        if backend is not None:
+            backend.close()
+    report["strategy"] = options.strategy
+    return report
+
+
+def new_job(
+    ctx: JobContext,
+    settings: JobSettings,
+    embedder: Any,
+    out: Path,
+    options: BuildOptions,
+    progress: Callable[[Any, int], None] | None = None,
+    worker_spec: Any = None,
+) -> tuple[Any, Any]:
+    """The generation job for ``options``, and the backend it owns (None when worker processes load
+    their own): with a ``worker_spec`` and an embedded backend, ``settings.job_workers`` processes; else
+    this process. The one place a :class:`ProfileJob` is made (``generate``, bootstrap, refresh)."""
     from offline_jobs.jobs.runner import ProfileJob
-    from offline_jobs.llm.base import create_backend
-    from offline_jobs.profiles.strategies import GenerationConfig
+    from offline_jobs.llm.registry import backend_model_id, create_backend
+    from offline_jobs.profiles.generation import GenerationConfig
 
     cfg = GenerationConfig.from_settings(
         settings,
@@ -98,31 +125,33 @@ def build_profiles(
         sim_retries=options.sim_retries,
         inputs=options.inputs,
     )
-    max_active = settings.active_entities(options.max_active)
+
+    common: dict[str, Any] = {
+        "max_active": settings.active_entities(options.max_active),
+        "neighbour_embeddings": options.neighbour_embeddings,
+        "prompt_file": options.prompt_file,
+        "progress": progress,
+        "cache_path": options.cache_path,
+        "isolate_failures": options.isolate_failures,
+    }
+    workers = settings.job_workers if settings.llm_backend in EMBEDDED_BACKENDS else 1
+    if worker_spec is not None and workers > 1:
+        from offline_jobs.jobs.workers import ParallelProfileJob
+
+        job = ParallelProfileJob(
+            ctx,
+            None,
+            embedder,
+            out,
+            cfg,
+            model_id=backend_model_id(settings),
+            workers=workers,
+            worker_spec=worker_spec,
+            **common,
+        )
+        return job, None
     backend = create_backend(settings)
-    job = ProfileJob(
-        ctx,
-        backend,
-        embedder,
-        out,
-        cfg,
-        max_active=max_active,
-        neighbour_embeddings=options.neighbour_embeddings,
-        prompt_file=options.prompt_file,
-        progress=progress,
-        cache_path=options.cache_path,
-        isolate_failures=options.isolate_failures,
-    )
-    try:
-        with _bar(options, len(users) + len(items), f"{options.strategy} profiles", "entity") as bar:
-            if progress is None:
-                job.progress = lambda _stats, n: bar.update(n)
-            report = job.run(users, items)
-    finally:
-        job.close()
-        backend.close()
-    report["strategy"] = options.strategy
-    return report
+    return ProfileJob(ctx, backend, embedder, out, cfg, **common), backend
 
 
 def _bar(options: BuildOptions, total: int, desc: str, unit: str) -> Any:

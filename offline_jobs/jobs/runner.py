@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,78 +32,19 @@ from offline_jobs.context import JobContext
 from offline_jobs.failures import EntityFailure
 from offline_jobs.jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.jobs.embedding import Embedder
+from offline_jobs.jobs.stats import CachingEmbedder, RunStats
 from offline_jobs.llm.base import ChatRequest, GenerationResult, LLMBackend, StreamingBackend
 from offline_jobs.profiles.entity_text import EntityText, Neighbours
+from offline_jobs.profiles.generation import Coroutine, Embed, GenerationConfig, StrategyContext
 from offline_jobs.profiles.prompts import load_prompts
-from offline_jobs.profiles.strategies import (
-    STRATEGY_FUNCS,
-    Coroutine,
-    Embed,
-    GenerationConfig,
-    StrategyContext,
-)
+from offline_jobs.profiles.strategies import STRATEGY_FUNCS
 from rec_contract.atomic import atomic_write_text
 from rec_contract.profile_store import write_profile_vectors, write_profiles
 
+if TYPE_CHECKING:
+    from offline_jobs.jobs.workers import WorkerSpec
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunStats:
-    started: float = field(default_factory=time.perf_counter)
-    entities_done: int = 0
-    entities_skipped: int = 0
-    entities_failed: int = 0
-    profiles: int = 0
-    fallbacks: int = 0
-    requests: int = 0
-    generated: int = 0
-    cache_hits: int = 0
-    backend_calls: int = 0
-    completion_tokens: int = 0
-    prompt_tokens: int = 0
-    generate_seconds: float = 0.0
-    embed_seconds: float = 0.0
-    embedded_texts: int = 0
-    rounds: int = 0
-    sim_regenerations: int = 0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def as_dict(self) -> dict[str, Any]:
-        elapsed = self.elapsed()
-        d = {k: v for k, v in self.__dict__.items() if k != "started"}
-        d["wall_seconds"] = round(elapsed, 2)
-        d["profiles_per_s"] = round(self.profiles / max(elapsed, 1e-9), 3)
-        d["tokens_per_s"] = round(self.completion_tokens / max(self.generate_seconds, 1e-9), 1)
-        d["fallback_rate"] = round(self.fallbacks / max(self.profiles, 1), 4)
-        return d
-
-
-class _CachingEmbedder:
-    """Embeds each distinct text once per run (the similarity loop re-embeds unchanged texts)."""
-
-    def __init__(self, embedder: Embedder, stats: RunStats) -> None:
-        self.embedder = embedder
-        self.stats = stats
-        self.memo: dict[str, np.ndarray] = {}
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.memo))
-        if missing:
-            started = time.perf_counter()
-            vecs = self.embedder.embed(missing)
-            self.stats.embed_seconds += time.perf_counter() - started
-            self.stats.embedded_texts += len(missing)
-            for t, v in zip(missing, vecs, strict=True):
-                self.memo[t] = v
-        if len(self.memo) > 50_000:
-            keep = set(texts)
-            self.memo = {t: v for t, v in self.memo.items() if t in keep}
-        return (
-            np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.embedder.dim), np.float32)
-        )
 
 
 @dataclass
@@ -123,24 +64,6 @@ class _Flow(_Active):
 
 
 _EMBED_BATCH = 32  # texts gathered before an embedding call in the streaming phase
-
-_SUMMED = (
-    "entities_failed", "profiles", "fallbacks", "requests", "generated", "cache_hits", "backend_calls",
-    "completion_tokens", "prompt_tokens", "embedded_texts", "rounds", "sim_regenerations",
-)  # fmt: skip
-
-
-@dataclass
-class WorkerSpec:
-    """What a worker process needs to rebuild the job (everything picklable)."""
-
-    dataset: str
-    data_dir: str | None
-    split_method: str | None
-    split_seed: int
-    settings: Any  # JobSettings
-    embed_backend: str
-    embed_batch_size: int
 
 
 class ProfileJob:
@@ -190,7 +113,7 @@ class ProfileJob:
         )
         self.config_digest = self.cfg.digest()
         self.stats = RunStats()
-        self.embedder = _CachingEmbedder(embedder, self.stats)
+        self.embedder = CachingEmbedder(embedder, self.stats)
         self.embedding_model = embedder.model_id
         self.max_active = max(1, max_active)
         self.cache = JobCache(cache_path or self.out / CACHE_FILE, run_id)
@@ -447,13 +370,14 @@ class ProfileJob:
         for entity_type, indices in (("user", users), ("item", warm), ("item", cold)):
             if not indices:
                 continue
-            if self.workers > 1:
-                self._run_phase_parallel(entity_type, indices)
-            else:
-                self._run_phase(entity_type, indices)
+            self._execute_phase(entity_type, indices)
         report = self.write_outputs(users, items)
         self.cache.finish_run(report["stats"])
         return report
+
+    def _execute_phase(self, entity_type: str, indices: Sequence[int]) -> None:
+        """One phase in this process (:class:`offline_jobs.jobs.workers.ParallelProfileJob` shards it)."""
+        self._run_phase(entity_type, indices)
 
     def embed_item_texts(self) -> None:
         """Vectors of every item's text: the similarity used for items without interactions."""
@@ -461,82 +385,6 @@ class ProfileJob:
         started = time.perf_counter()
         self.sc.item_text_vectors = self.embedder.embedder.embed(texts)
         self.stats.embed_seconds += time.perf_counter() - started
-
-    # ------------------------------------------------------------------ several worker processes
-    def _run_phase_parallel(self, entity_type: str, indices: Sequence[int]) -> None:
-        """Shard a phase over ``workers`` processes (one model each, one thread each: two single-threaded
-        processes use a 2-core CPU better than one process with two synchronised threads). They share the
-        job cache (SQLite WAL); the next phase starts when all are done, so items see every user."""
-        import multiprocessing as mp
-
-        assert self.worker_spec is not None
-        ids = self.ctx.dataset.user_ids if entity_type == "user" else self.ctx.dataset.item_ids
-        done = self.cache.done_keys(self.config_digest)
-        pending = [i for i in indices if (entity_type, str(ids[i])) not in done]
-        skipped = len(indices) - len(pending)
-        self.stats.entities_skipped += skipped
-        if self.progress and skipped:
-            self.progress(self.stats, skipped)
-        if not pending:
-            return
-        wanted = {str(ids[i]) for i in pending}
-        spawn = mp.get_context("spawn")
-        self._phase_no = getattr(self, "_phase_no", 0) + 1
-        run_ids = [f"{self.cache.run_id}-p{self._phase_no}-{w}" for w in range(self.workers)]
-        procs = []
-        started = time.perf_counter()
-        for w in range(self.workers):
-            shard = list(pending[w :: self.workers])
-            if not shard:
-                continue
-            proc = spawn.Process(
-                target=_worker_main,
-                args=(
-                    self.worker_spec,
-                    self.cfg,
-                    str(self.out),
-                    self.max_active,
-                    self.neighbour_embeddings,
-                    self.prompt_file,
-                    entity_type,
-                    shard,
-                    run_ids[w],
-                ),
-                daemon=False,
-            )
-            proc.start()
-            procs.append(proc)
-        seen = 0
-        try:
-            while any(p.is_alive() for p in procs):
-                time.sleep(2.0)
-                now = sum(
-                    1 for t, i in self.cache.done_keys(self.config_digest) if t == entity_type and i in wanted
-                )
-                if now > seen and self.progress:
-                    self.stats.entities_done += now - seen
-                    self.progress(self.stats, now - seen)
-                seen = max(seen, now)
-        finally:
-            for proc in procs:
-                proc.join(timeout=5 if any(q.exitcode not in (0, None) for q in procs) else None)
-                if proc.is_alive():
-                    proc.kill()
-        failed = [p.exitcode for p in procs if p.exitcode != 0]
-        if failed:
-            raise RuntimeError(
-                f"{len(failed)} worker process(es) failed (exit codes {failed}); re-run to resume"
-            )
-        self.stats.generate_seconds += time.perf_counter() - started
-        now = sum(1 for t, i in self.cache.done_keys(self.config_digest) if t == entity_type and i in wanted)
-        self.stats.entities_done += now - seen
-        for run in self.cache.runs():
-            if run["run_id"] in run_ids and run["stats"]:
-                st = run["stats"]
-                for key in _SUMMED:
-                    setattr(self.stats, key, getattr(self.stats, key) + int(st.get(key, 0)))
-                self.stats.embed_seconds += float(st.get("embed_seconds", 0.0))
-        self._load_done()
 
     def write_outputs(self, users: Sequence[int], items: Sequence[int]) -> dict[str, Any]:
         wanted = {("user", str(self.ctx.dataset.user_ids[u])) for u in users}
@@ -584,41 +432,3 @@ class ProfileJob:
 
     def close(self) -> None:
         self.cache.close()
-
-
-def _worker_main(
-    spec: WorkerSpec,
-    cfg: GenerationConfig,
-    out: str,
-    max_active: int,
-    neighbour_embeddings: str | Path | None,
-    prompt_file: str | Path | None,
-    entity_type: str,
-    shard: list[int],
-    run_id: str,
-) -> None:
-    """One worker process: its own model, one shard of one phase, results into the shared cache."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from offline_jobs.context import load_context
-    from offline_jobs.jobs.embedding import get_embedder
-    from offline_jobs.llm.base import create_backend
-    from rec_contract.logs import configure_logging
-
-    configure_logging(fmt=os.environ.get("PROFILEREC_LOG_FORMAT", "text"))
-    ctx = load_context(spec.dataset, spec.split_method, spec.split_seed, spec.data_dir)
-    backend = create_backend(spec.settings)
-    embedder = get_embedder(spec.embed_backend, spec.embed_batch_size, spec.settings)
-    job = ProfileJob(
-        ctx, backend, embedder, out, cfg, max_active, neighbour_embeddings, prompt_file, run_id=run_id
-    )
-    try:
-        job._load_done()
-        if entity_type == "item" and any(ctx.item_popularity[i] == 0 for i in shard):
-            job.embed_item_texts()
-        job._run_phase(entity_type, shard)
-        job.cache.finish_run(job.stats.as_dict())
-    finally:
-        job.close()
-        backend.close()

@@ -1,4 +1,5 @@
-"""One batch-first interface for every LLM backend, and the registry that picks one from settings.
+"""One batch-first interface for every LLM backend: the request and response types (the registry that
+picks one from settings is :mod:`offline_jobs.llm.registry`).
 
 ``backend.generate([ChatRequest, ...]) -> [GenerationResult, ...]`` (same order). Backends:
 
@@ -9,21 +10,19 @@
   forward pass with llama.cpp's batch API (:mod:`offline_jobs.llm.llama`);
 * ``openai``: any OpenAI-compatible chat-completions endpoint (vLLM, Ollama, OpenAI)
   (:mod:`offline_jobs.llm.openai_compat`);
-* ``fake``: a deterministic stand-in that writes plausible text from the prompt (dry runs, tests).
+* ``fake``: a deterministic stand-in writing plausible text from the prompt (:mod:`offline_jobs.llm.fake`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from offline_jobs.settings import JobSettings
+    pass
 
 
 @dataclass(frozen=True)
@@ -89,130 +88,3 @@ class StreamingBackend(Protocol):
 
 class LLMError(RuntimeError):
     """A backend failed in a way retrying will not fix (a 4xx, a malformed response...)."""
-
-
-BackendFactory = Callable[["JobSettings"], LLMBackend]
-_REGISTRY: dict[str, BackendFactory] = {}
-
-
-def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    def wrap(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def available_backends() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def create_backend(settings: JobSettings) -> LLMBackend:
-    """The backend named by ``settings.llm_backend``."""
-    _load_builtin()
-    try:
-        factory = _REGISTRY[settings.llm_backend]
-    except KeyError:
-        raise ValueError(
-            f"unknown LLM backend {settings.llm_backend!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    return factory(settings)
-
-
-def backend_model_id(settings: JobSettings) -> str:
-    """The ``model_id`` the configured backend will report, without loading it."""
-    if settings.llm_backend == "openai":
-        return f"openai:{settings.llm_model}"
-    if settings.llm_backend == "fake":
-        return FakeBackend.model_id
-    from pathlib import Path
-
-    from offline_jobs.llm.llama import SMOLLM2_FILE, SMOLLM2_MODEL_ID
-
-    if not settings.llm_model or Path(settings.llm_model).name == SMOLLM2_FILE:
-        return SMOLLM2_MODEL_ID
-    return Path(settings.llm_model).stem
-
-
-def _load_builtin() -> None:
-    if "llama_cpp" in _REGISTRY:
-        return
-
-    @register_backend("llama_cpp")
-    def _llama(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.llm.llama import LlamaCppBackend
-
-        return LlamaCppBackend.from_settings(settings)
-
-    @register_backend("torch")
-    def _torch(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.llm.torch_engine import TorchGGUFBackend
-
-        return TorchGGUFBackend.from_settings(settings)
-
-    @register_backend("openai")
-    def _openai(settings: JobSettings) -> LLMBackend:
-        from offline_jobs.llm.openai_compat import OpenAIChatBackend
-
-        return OpenAIChatBackend.from_settings(settings)
-
-    @register_backend("fake")
-    def _fake(settings: JobSettings) -> LLMBackend:
-        return FakeBackend()
-
-
-# ---------------------------------------------------------------------- fake backend
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{2,}")
-_STOP = {
-    "the", "and", "for", "with", "that", "this", "from", "their", "they", "user", "item", "profile",
-    "write", "about", "which", "what", "your", "you", "are", "was", "has", "have", "more", "most",
-    "only", "each", "other", "into", "than", "them", "these", "those", "who", "should", "sentences",
-}  # fmt: skip
-
-
-class FakeBackend:
-    """Deterministic text built from the words of the conversation (no model)."""
-
-    model_id = "fake"
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.requests = 0
-
-    def generate(self, requests: Sequence[ChatRequest]) -> list[GenerationResult]:
-        self.calls += 1
-        out = []
-        for req in requests:
-            self.requests += 1
-            started = time.perf_counter()
-            prompt = req.messages[-1][1]
-            context = " ".join(c for r, c in req.messages if r != "system")
-            words = [w for w in _WORD.findall(context) if w.lower() not in _STOP]
-            # the seed picks which words, so regenerations differ
-            picked = (
-                [words[(req.seed * 7 + i * 3) % len(words)] for i in range(min(12, len(words)))]
-                if words
-                else []
-            )
-            text = f"This profile describes someone who enjoys {', '.join(picked[:4]) or 'many things'}. "
-            text += f"They often choose {' and '.join(picked[4:8]) or 'familiar titles'}, "
-            text += f"and show interest in {' '.join(picked[8:12]) or 'new experiences'}."
-            if "CUE:" in prompt or "Cue:" in prompt:
-                cue, topic = " ".join(picked[:3]), " ".join(picked[3:6])
-                text = f"Cue: {cue}\nPrompt: Describe tastes in {topic}.\nProfile: {text}"
-            tokens = len(text.split())
-            out.append(
-                GenerationResult(
-                    text=text,
-                    prompt_tokens=len(prompt.split()),
-                    completion_tokens=tokens,
-                    finish_reason="stop",
-                    model=self.model_id,
-                    seconds=time.perf_counter() - started,
-                )
-            )
-        return out
-
-    def close(self) -> None:
-        return None

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -253,36 +252,21 @@ def _embedded_storage_locked(path: Path) -> bool:
         os.close(fd)
 
 
-async def _write_in_process(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    """Use the service's own write path (towers, Qdrant, Redis) in this process."""
-    from service.recommender import upsert_profiles
-    from service.runtime import build_runtime
-    from service.schemas import ProfilesUpsertRequest
-    from service.settings import ServiceSettings
+def _write_in_process(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service's own write path (towers, Qdrant, Redis: :mod:`service.online_store`) in this process."""
+    from service.online_store import write_profiles
 
-    rt = build_runtime(
-        ServiceSettings(
+    return asyncio.run(
+        write_profiles(
+            bodies,
             work_dir=settings.work_dir,
             bundles_root=settings.bundles_root,
             qdrant_url=settings.qdrant_url,
             qdrant_path=settings.qdrant_path,
             qdrant_api_key=settings.qdrant_api_key,
             redis_url=settings.redis_url,
-            reload_interval_s=0,
         )
     )
-    try:
-        await rt.refresh_bundle()
-        upserted = invalidated = 0
-        for body in bodies:
-            result = await upsert_profiles(rt, ProfilesUpsertRequest.model_validate(body))
-            upserted += result.upserted
-            invalidated += result.invalidated
-        if rt.cache.last_error:
-            raise RuntimeError(f"redis: {rt.cache.last_error} (cache keys could not be invalidated)")
-    finally:
-        await rt.close()
-    return {"path": "in-process", "upserted": upserted, "invalidated": invalidated}
 
 
 def _write_through_service(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -307,7 +291,7 @@ def write_online(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dic
         return {"path": "none", "upserted": 0, "invalidated": 0}
     if settings.qdrant_url is None and _embedded_storage_locked(settings.qdrant_path):
         return _write_through_service(settings, bodies)
-    return asyncio.run(_write_in_process(settings, bodies))
+    return _write_in_process(settings, bodies)
 
 
 # ---------------------------------------------------------------------- the run
@@ -672,39 +656,3 @@ def _write_dead_letter(settings: RefreshSettings, report: RefreshReport) -> None
     at = datetime.now(UTC).isoformat(timespec="seconds")
     lines = [{"at": at, "run_started_at": report.started_at, **entry} for entry in report.quarantined]
     append_events(settings.state_dir / DEAD_LETTER_FILE, lines)
-
-
-def cmd_refresh(args: Any) -> int:
-    """``profilerec-jobs refresh``: one run with the settings from the environment (and flags)."""
-    overrides = {
-        k: v for k, v in {"refresh_strategy": args.strategy, "profile_store": args.profile_store}.items() if v
-    }
-    settings = RefreshSettings(**overrides)
-    try:
-        report = run_refresh(settings)
-    except RefreshLockedError as exc:
-        print(f"refresh skipped: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except RefreshFailedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary: dict[str, Any] = {
-        "status": report.status,
-        "users": len(report.users),
-        "items": len(report.items),
-        "quarantined": len(report.quarantined),
-        "seconds": report.seconds,
-    }
-    if report.quarantined:
-        summary["dead_letter"] = str(settings.state_dir / DEAD_LETTER_FILE)
-    print(json.dumps(summary))
-    return 0
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("refresh", help="daily refresh: regenerate the profiles of whoever changed")
-    p.add_argument(
-        "--strategy", help="proex | reclm | duet | extractive (default PROFILEREC_REFRESH_STRATEGY or proex)"
-    )
-    p.add_argument("--profile-store", help="default: the live bundle's profile store")
-    p.set_defaults(func=cmd_refresh)

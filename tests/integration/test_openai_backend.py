@@ -13,7 +13,7 @@ import numpy as np
 import openai
 import pytest
 
-from offline_jobs.llm.base import ChatRequest, create_backend
+from offline_jobs.llm.base import ChatRequest
 from offline_jobs.llm.openai_compat import (
     LLMHTTPError,
     LLMResponseError,
@@ -21,6 +21,7 @@ from offline_jobs.llm.openai_compat import (
     OpenAIChatBackend,
     OpenAIEmbedder,
 )
+from offline_jobs.llm.registry import create_backend
 from offline_jobs.settings import JobSettings
 from tests.integration.fake_openai import DIM, FakeOpenAIServer
 

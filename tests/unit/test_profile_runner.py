@@ -14,9 +14,10 @@ import pytest
 from offline_jobs.context import load_context
 from offline_jobs.jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.jobs.runner import ProfileJob
-from offline_jobs.llm.base import ChatRequest, FakeBackend, GenerationResult
+from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.llm.fake import FakeBackend
 from offline_jobs.profiles.entity_text import EntityText
-from offline_jobs.profiles.strategies import GenerationConfig, StrategyContext
+from offline_jobs.profiles.generation import GenerationConfig, StrategyContext
 from rec_contract.profile_store import PROFILE_COLUMNS, read_profile_vectors, read_profiles
 from tests.unit._fakes import HashEmbedder
 
@@ -395,7 +396,7 @@ def test_a_profile_failing_the_grounding_check_is_retried_then_replaced(ctx, tmp
 
 
 def test_best_of_n_keeps_the_candidate_that_passes_and_resumes_from_the_cache(ctx, tmp_path):
-    from offline_jobs.profiles.strategies import CANDIDATE_STRIDE
+    from offline_jobs.profiles.generation import CANDIDATE_STRIDE
 
     probe = InventingBackend()
     run(ctx, tmp_path / "probe", backend=probe, strategy="reclm", users=(0,), items=(), max_retries=0)

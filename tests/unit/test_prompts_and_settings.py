@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from offline_jobs.llm.base import FakeBackend, available_backends, create_backend
+from offline_jobs.llm.fake import FakeBackend
+from offline_jobs.llm.registry import available_backends, create_backend
 from offline_jobs.profiles.prompts import STRATEGIES, load_prompts
 from offline_jobs.settings import JobSettings
 
