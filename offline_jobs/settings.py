@@ -62,7 +62,8 @@ class JobSettings(BaseSettings):
         return max(4, self.llama_batch_seqs * 3 // 2)
 
     # embedding
-    embed_backend: Literal["minilm", "openai"] = "minilm"
+    embed_backend: Literal["minilm", "onnx", "openai"] = "minilm"
+    text_encoder_dir: str | None = None  # onnx: the exported encoder (default <work dir>/text_encoder)
     embed_model: str = "text-embedding-3-small"
     embed_base_url: str | None = None  # default: llm_base_url
     embed_api_key: SecretStr | None = None  # default: llm_api_key

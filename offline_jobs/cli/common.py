@@ -48,7 +48,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_embed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embed-backend", default=None, help="minilm (default) | openai")
+    p.add_argument(
+        "--embed-backend",
+        default=None,
+        help="minilm (default) | onnx (the exported encoder, faster) | openai",
+    )
     p.add_argument("--embed-batch-size", type=int, default=64, help="texts per embedding batch")
 
 

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,56 +70,96 @@ def _qdrant(args: argparse.Namespace, required: bool = True) -> Iterator[Any]:
         client.close()
 
 
-def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
+Stage = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def bootstrap(args: argparse.Namespace, stage: Stage = _quiet) -> dict[str, Any]:
+    """Profiles -> train -> export -> publish, each step skipped when done; ``stage`` hears of each step
+    as it ends (one line of text). Returns the report."""
+    work = Path(args.work_dir)
+    report: dict[str, Any] = {"dataset": args.dataset}
+    text_encoder = _text_encoder(work, stage)
+    report["text_encoder"] = str(text_encoder)
+    store = _profile_store(args, work, text_encoder, report, stage)
+    report["profile_store"] = str(store)
+    run_dir = _train(args, work, store, report, stage)
+    _publish_run(args, run_dir, text_encoder, store, report, stage)
+    return report
+
+
+def _text_encoder(work: Path, stage: Stage) -> Path:
+    from offline_jobs.jobs.embedding import export_text_encoder
+
+    text_encoder = work / "text_encoder"
+    if not (text_encoder / "text_encoder.onnx").exists():
+        export_text_encoder(text_encoder)
+        stage("text encoder exported to ONNX")
+    return text_encoder
+
+
+def _profile_store(
+    args: argparse.Namespace, work: Path, text_encoder: Path, report: dict[str, Any], stage: Stage
+) -> Path:
+    """The live store is built once (extractive for everyone, LLM profiles for a sample on top), then only
+    the daily refresh changes it. Embedded with the exported ONNX encoder (the service's own) unless
+    another embedding backend is configured."""
     from offline_jobs.context import load_context
     from offline_jobs.jobs.builder import BuildOptions, build_profiles
-    from offline_jobs.jobs.embedding import export_text_encoder
-    from offline_jobs.publish.promote import publish
-    from offline_jobs.publish.rollout import PromotionRefusedError, baseline_gate
     from offline_jobs.selection import select
-    from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
+    from offline_jobs.settings import JobSettings
     from rec_contract.profile_store import VECTORS_FILE, merge_into_store
+
+    name = Path(args.dataset).name
+    store = Path(args.profiles_from) if args.profiles_from else work / "profiles" / f"{name}-live"
+    if (store / VECTORS_FILE).exists():
+        return store
+    settings = JobSettings()
+    if settings.embed_backend == "minilm":
+        settings = settings.model_copy(
+            update={"embed_backend": "onnx", "text_encoder_dir": str(text_encoder)}
+        )
+    ctx = load_context(args.dataset, None, args.split_seed, args.data_dir)
+    version = f"{name}-live-k{args.k}"
+    built = build_profiles(
+        ctx,
+        range(ctx.dataset.n_users),
+        range(ctx.dataset.n_items),
+        store,
+        BuildOptions("extractive", args.k, version),
+        settings,
+    )
+    stage(f"extractive profiles: {built['profiles_written']:,} written and embedded")
+    if args.llm_users or args.llm_items:
+        sample_dir = work / "profiles" / f"{name}-{args.strategy}-sample"
+        users = select(ctx.dataset, "user", "all", args.llm_users) if args.llm_users else []
+        items = select(ctx.dataset, "item", "all", args.llm_items) if args.llm_items else []
+        sample = build_profiles(
+            ctx, users, items, sample_dir, BuildOptions(args.strategy, args.k, version), settings
+        )
+        report["llm_sample"] = sample
+        report["merge"] = merge_into_store(store, sample_dir)
+        stats = sample["stats"]
+        stage(
+            f"LLM ({args.strategy}) profiles for {len(users)} users and {len(items)} items: "
+            f"{sample['profiles_written']} written, {stats.get('fallbacks', 0)} fell back to extractive"
+        )
+    return store
+
+
+def _train(args: argparse.Namespace, work: Path, store: Path, report: dict[str, Any], stage: Stage) -> Path:
+    from offline_jobs.publish.rollout import PromotionRefusedError, baseline_gate
     from training.baselines.compare import comparison_lines, model_label, summarise
-    from training.export import ExportOptions, export_bundle
     from training.models import TrainConfig
     from training.proex import proex_defaults
     from training.runs import METRICS_FILE, RunSpec, execute_run
     from training.tuning import TuneOptions, tune_and_run
 
-    work = Path(args.work_dir)
-    report: dict[str, Any] = {"dataset": args.dataset}
     name = Path(args.dataset).name
-
-    text_encoder = work / "text_encoder"
-    if not (text_encoder / "text_encoder.onnx").exists():
-        export_text_encoder(text_encoder)
-    report["text_encoder"] = str(text_encoder)
-
-    # Profiles: the live store is built once (extractive for everyone, LLM profiles for a sample on
-    # top), then only the daily refresh changes it.
-    store = Path(args.profiles_from) if args.profiles_from else work / "profiles" / f"{name}-live"
-    if not (store / VECTORS_FILE).exists():
-        ctx = load_context(args.dataset, None, args.split_seed, args.data_dir)
-        version = f"{name}-live-k{args.k}"
-        build_profiles(
-            ctx,
-            range(ctx.dataset.n_users),
-            range(ctx.dataset.n_items),
-            store,
-            BuildOptions("extractive", args.k, version),
-        )
-        if args.llm_users or args.llm_items:
-            sample_dir = work / "profiles" / f"{name}-{args.strategy}-sample"
-            users = select(ctx.dataset, "user", "all", args.llm_users) if args.llm_users else []
-            items = select(ctx.dataset, "item", "all", args.llm_items) if args.llm_items else []
-            report["llm_sample"] = build_profiles(
-                ctx, users, items, sample_dir, BuildOptions(args.strategy, args.k, version)
-            )
-            report["merge"] = merge_into_store(store, sample_dir)
-    report["profile_store"] = str(store)
-
-    variant = "proex" if args.proex else "base"
-    run_dir = work / "runs" / f"bootstrap-{name}-{args.model}-{variant}"
+    run_dir = work / "runs" / f"bootstrap-{name}-{args.model}-{'proex' if args.proex else 'base'}"
     if not (run_dir / METRICS_FILE).exists():
         spec = RunSpec(
             dataset=args.dataset,
@@ -128,7 +168,11 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
             profiles_path=str(store) if args.proex else None,
             hyperparameters=dict(args.hp),
             train=TrainConfig(
-                epochs=args.epochs, eval_every=args.eval_every, patience=args.patience, seed=args.seed
+                epochs=args.epochs,
+                eval_every=args.eval_every,
+                patience=args.patience,
+                seed=args.seed,
+                progress=sys.stderr.isatty(),  # per-epoch bars on a terminal only; epochs.jsonl keeps them
             ),
             split_seed=args.split_seed,
             out=str(run_dir),
@@ -139,11 +183,12 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
         else:
             execute_run(spec)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    report["run"] = metrics["test"]
-    report["valid"] = metrics["valid"]
+    report["run"], report["valid"] = metrics["test"], metrics["valid"]
     baselines = metrics.get("baselines") or {}
     report["baselines"] = summarise(baselines)
     report["comparison"] = comparison_lines(model_label(args.model, args.proex), metrics, baselines)
+    for line in report["comparison"]:
+        stage(f"trained: {line}")
     versus_ease = baseline_gate(metrics["valid"]["recall@20"], baselines, args.max_gap_to_ease)
     report["vs_ease"] = versus_ease.as_dict()
     if not versus_ease.passed:
@@ -151,6 +196,20 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
             f"the bootstrap model trails EASE on the validation split: {versus_ease.note}; not "
             f"published (the run is in {run_dir}: tune it with --tune, or raise --max-gap-to-ease)"
         )
+    return run_dir
+
+
+def _publish_run(
+    args: argparse.Namespace,
+    run_dir: Path,
+    text_encoder: Path,
+    store: Path,
+    report: dict[str, Any],
+    stage: Stage,
+) -> None:
+    from offline_jobs.publish.promote import publish
+    from rec_contract.bundle import list_versions, read_manifest, resolve_pointer
+    from training.export import ExportOptions, export_bundle
 
     bundles_root = Path(args.bundles_root)
     exported = [
@@ -170,10 +229,10 @@ def _bootstrap(args: argparse.Namespace) -> dict[str, Any]:
         live = None
     if live == bundle.name:
         report["publish"] = "already live"
-    else:
-        with _qdrant(args) as client:
-            report["publish"] = publish(bundle, client, store)
-    return report
+        return
+    with _qdrant(args) as client:
+        report["publish"] = publish(bundle, client, store)
+    stage(f"bundle {bundle.name} exported (ONNX towers), its Qdrant collections built, live")
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
@@ -331,12 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    args = build_parser().parse_args(argv)
+def prepare(args: argparse.Namespace) -> argparse.Namespace:
+    """Parsed arguments with their folder defaults filled in (bundles and Qdrant below the work folder)."""
     work = Path(args.work_dir)
     args.bundles_root = args.bundles_root or str(work / "bundles")
     args.qdrant_path = args.qdrant_path or str(work / "qdrant")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = prepare(build_parser().parse_args(argv))
+    work = Path(args.work_dir)
     from offline_jobs.publish.promote import publish, rollback
     from offline_jobs.publish.rollout import PromotionRefusedError, RetrainOptions, retrain
     from rec_contract.bundle import BundleError
@@ -344,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "bootstrap":
-            result: Any = _bootstrap(args)
+            result: Any = bootstrap(args)
         elif args.command == "export":
             bundle = export_bundle(
                 args.run_dir,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ def ensure_items_collection(client: QdrantClient, bundle_dir: Path) -> bool:
     item_ids = [str(i) for i in json.loads((bundle_dir / "items.json").read_text())]
     meta = json.loads((bundle_dir / "items_meta.json").read_text())
     client.create_collection(name, vectors_config=items_vectors_config(int(vectors.shape[1])))
-    for field_name, schema in ITEMS_PAYLOAD_INDEXES.items():
-        client.create_payload_index(name, field_name=field_name, field_schema=schema)
+    with warnings.catch_warnings():  # local mode says its payload indexes do nothing: known, harmless
+        warnings.filterwarnings("ignore", message="Payload indexes have no effect", category=UserWarning)
+        for field_name, schema in ITEMS_PAYLOAD_INDEXES.items():
+            client.create_payload_index(name, field_name=field_name, field_schema=schema)
     for batch in item_points(item_ids, vectors, meta):
         client.upsert(name, points=batch, wait=True)
     log.info("items collection created", extra={"collection": name, "points": len(item_ids)})
