@@ -48,9 +48,9 @@ def _qdrant(args: argparse.Namespace, required: bool = True) -> Iterator[Any]:
     """A sync Qdrant client, or None when the embedded storage is held by a running service and the
     step can do without (promotion)."""
     from offline_jobs.publish.qdrant_upload import qdrant_client
-    from offline_jobs.refresh.job import _embedded_storage_locked
+    from offline_jobs.refresh.online import embedded_storage_locked
 
-    if not args.qdrant_url and _embedded_storage_locked(Path(args.qdrant_path)):
+    if not args.qdrant_url and embedded_storage_locked(Path(args.qdrant_path)):
         if required:
             raise SystemExit(
                 f"the embedded Qdrant at {args.qdrant_path} is open by a running service: "

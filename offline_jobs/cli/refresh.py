@@ -6,13 +6,13 @@ import json
 import sys
 from typing import Any
 
-from offline_jobs.refresh.job import (
+from offline_jobs.refresh.job import run_refresh
+from offline_jobs.refresh.state import (
     DEAD_LETTER_FILE,
     EXIT_LOCKED,
     RefreshFailedError,
     RefreshLockedError,
     RefreshSettings,
-    run_refresh,
 )
 
 

@@ -29,7 +29,6 @@ into a folder of its own under ``<work>/refresh/runs`` (the last few are kept).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -39,120 +38,32 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from offline_jobs.failures import EntityFailure, exception_site
 from offline_jobs.jobs.cache import CACHE_FILE
 from offline_jobs.refresh.live_data import apply_logs, catalog_problem, changes_of, feedback_problem
+from offline_jobs.refresh.online import upsert_requests, write_online
+from offline_jobs.refresh.state import (
+    CACHE_MAX_AGE_S,
+    CRASH_ENV,
+    DEAD_LETTER_FILE,
+    RUNS_KEPT,
+    RefreshFailedError,
+    RefreshLockedError,
+    RefreshReport,
+    RefreshSettings,
+    RefreshState,
+)
 from rec_contract.atomic import atomic_write_text
 from rec_contract.bundle import BundleManifest, read_manifest, resolve_pointer
 from rec_contract.event_log import LogChunk, append_events, read_events
-from rec_contract.explanations import label_of_row
-from rec_contract.paths import DEFAULT_WORK_DIR, fill_default_paths
 from rec_contract.profile_store import PROFILES_FILE, merge_into_store, read_profiles, read_store_vectors
 
 log = logging.getLogger(__name__)
-
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock; try again later
-CRASH_ENV = "PROFILEREC_REFRESH_CRASH_AFTER"  # fault injection for the crash-recovery tests
-DEAD_LETTER_FILE = "dead_letter.jsonl"
-RUNS_KEPT = 3  # run folders kept under <state dir>/runs (the newest)
-CACHE_MAX_AGE_S = 30 * 86400  # generations older than this are dropped from the shared cache
-
-
-class RefreshSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PROFILEREC_", env_file=".env", extra="ignore")
-
-    work_dir: Path = DEFAULT_WORK_DIR
-    data_dir: Path | None = None
-    bundles_root: Path = Field(None)  # type: ignore[assignment]  # default <work_dir>/bundles
-    feedback_log: Path = Field(None)  # type: ignore[assignment]  # default <work_dir>/feedback/feedback.jsonl
-    catalog_log: Path = Field(None)  # type: ignore[assignment]  # default <work_dir>/feedback/catalog.jsonl
-    profile_store: Path | None = Field(None, description="default: the live bundle's profile store")
-    qdrant_url: str | None = None
-    qdrant_path: Path = Field(None)  # type: ignore[assignment]  # default <work_dir>/qdrant
-    qdrant_api_key: str | None = None
-    redis_url: str | None = "redis://127.0.0.1:6379/0"
-    service_url: str = Field(
-        "http://127.0.0.1:8000", description="the service, when it owns the embedded Qdrant"
-    )
-    admin_api_key: SecretStr | None = Field(None, description="the service's PROFILEREC_ADMIN_API_KEY")
-    refresh_strategy: str = Field("proex", description="proex | reclm | duet | extractive")
-    refresh_min_rating: float = 3.5
-    refresh_batch: int = Field(200, gt=0, description="profiles per write request")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _paths(cls, data: Any) -> Any:
-        return fill_default_paths(data, cls.model_fields)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.work_dir / "refresh"
-
-
-class RefreshLockedError(RuntimeError):
-    """Another refresh run holds the lock."""
-
-
-class RefreshFailedError(RuntimeError):
-    """A run failed as a whole (the watermarks did not move); the message names the stage and where."""
-
-
-@dataclass
-class RefreshState:
-    feedback_offset: int = 0
-    catalog_offset: int = 0
-    last_success_at: str | None = None
-    last_run_at: str | None = None
-    runs: int = 0
-    entities_total: int = 0
-    failures_total: int = 0
-    quarantined_total: int = 0
-
-    @classmethod
-    def load(cls, path: Path) -> RefreshState:
-        if not path.exists():
-            return cls()
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(asdict(self), indent=2))
-
-
-@dataclass
-class RefreshReport:
-    """What one run did (not what it planned): ``users``/``items`` were refreshed in the store and the
-    online stores; ``quarantined`` were set aside (also in the dead-letter file)."""
-
-    status: str = "running"  # noop | refreshed | partial (something quarantined) | failed
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    seconds: float = 0.0
-    feedback_events: int = 0
-    catalog_events: int = 0
-    malformed_lines: int = 0
-    changed: dict[str, int] = field(default_factory=dict)  # users and items the new events concern
-    users: list[str] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)
-    quarantined: list[dict[str, Any]] = field(default_factory=list)
-    run_folder: str = ""
-    generation: dict[str, Any] = field(default_factory=dict)
-    store: dict[str, int] = field(default_factory=dict)
-    kept_good: int = 0  # live profiles that passed the grounding check kept over failed refreshed ones
-    writes: dict[str, Any] = field(default_factory=dict)
-    live_data: dict[str, int] = field(default_factory=dict)
-    watermarks: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-    failed_stage: str | None = None
-    traceback: str | None = None
-    durations: dict[str, float] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -193,105 +104,6 @@ def _crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         log.error("fault injection: exiting at %s", name)
         os._exit(137)
-
-
-# ---------------------------------------------------------------------- writing to the online stores
-def _upsert_requests(
-    store: Path, changed: dict[str, list[str]], version: str, batch: int
-) -> list[dict[str, Any]]:
-    """The admin API's ``ProfilesUpsertRequest`` bodies for the changed entities, from the store."""
-    texts: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    wanted = {(t, i) for t, ids in changed.items() for i in ids}
-    for row in read_profiles(store):
-        key = (row["entity_type"], row["entity_id"])
-        if key in wanted:
-            texts.setdefault(key, {})[int(row["slot"])] = row
-    entries, _, _ = read_store_vectors(store)
-    bodies: list[dict[str, Any]] = []
-    for entity_type in ("user", "item"):
-        profiles = []
-        for et, entity_id, vectors in entries:
-            if et != entity_type or (et, entity_id) not in wanted:
-                continue
-            slots = texts.get((et, entity_id), {})
-            ordered = [slots[s] for s in sorted(slots)][: len(vectors)]
-            profiles.append(
-                {
-                    "entity_id": entity_id,
-                    "vectors": vectors.tolist(),
-                    "texts": [str(r["text"]) for r in ordered],
-                    "strategy": str(ordered[0]["strategy"]) if ordered else "",
-                    "is_fallback": [bool(r["is_fallback"]) for r in ordered],
-                    "labels": [label_of_row(r) for r in ordered],
-                }
-            )
-        for start in range(0, len(profiles), batch):
-            bodies.append(
-                {
-                    "entity_type": entity_type,
-                    "store_version": version,
-                    "profiles": profiles[start : start + batch],
-                }
-            )
-    return bodies
-
-
-def _embedded_storage_locked(path: Path) -> bool:
-    lock = path / ".lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _write_in_process(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    """The service's own write path (towers, Qdrant, Redis: :mod:`service.online_store`) in this process."""
-    from service.online_store import write_profiles
-
-    return asyncio.run(
-        write_profiles(
-            bodies,
-            work_dir=settings.work_dir,
-            bundles_root=settings.bundles_root,
-            qdrant_url=settings.qdrant_url,
-            qdrant_path=settings.qdrant_path,
-            qdrant_api_key=settings.qdrant_api_key,
-            redis_url=settings.redis_url,
-        )
-    )
-
-
-def _write_through_service(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    key = settings.admin_api_key
-    headers = {"X-Admin-Key": key.get_secret_value()} if key is not None else {}
-    upserted = invalidated = 0
-    with httpx.Client(base_url=settings.service_url, timeout=60, headers=headers) as client:
-        for body in bodies:
-            response = client.post("/v1/admin/profiles", json=body)
-            if response.status_code != 200:
-                raise RuntimeError(
-                    f"service admin API answered {response.status_code}: {response.text[:300]}"
-                )
-            result = response.json()
-            upserted += int(result["upserted"])
-            invalidated += int(result["invalidated"])
-    return {"path": f"service {settings.service_url}", "upserted": upserted, "invalidated": invalidated}
-
-
-def write_online(settings: RefreshSettings, bodies: list[dict[str, Any]]) -> dict[str, Any]:
-    if not bodies:
-        return {"path": "none", "upserted": 0, "invalidated": 0}
-    if settings.qdrant_url is None and _embedded_storage_locked(settings.qdrant_path):
-        return _write_through_service(settings, bodies)
-    return _write_in_process(settings, bodies)
 
 
 # ---------------------------------------------------------------------- the run
@@ -481,7 +293,7 @@ def _refresh_entities(
     with _stage(report, "merge_store"):
         report.kept_good = keep_good_profiles(store, work)
         report.store = merge_into_store(store, work)
-    bodies = _upsert_requests(
+    bodies = upsert_requests(
         work, done, manifest.profiles.store_version, settings.refresh_batch
     )  # from the run folder: only the refreshed entities are read
     with _stage(report, "write_online"):

@@ -228,7 +228,7 @@ class LiveEnv:
         return ServiceSettings(**values)
 
     def refresh_settings(self, **extra):
-        from offline_jobs.refresh.job import RefreshSettings
+        from offline_jobs.refresh.state import RefreshSettings
 
         values = {
             "work_dir": self.root / "work",

@@ -23,14 +23,13 @@ from qdrant_client import QdrantClient
 from offline_jobs.jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.publish.promote import rollback
 from offline_jobs.publish.rollout import gate
-from offline_jobs.refresh.job import (
+from offline_jobs.refresh.job import refresh_lock, run_refresh
+from offline_jobs.refresh.state import (
     CRASH_ENV,
     EXIT_LOCKED,
     RUNS_KEPT,
     RefreshFailedError,
     RefreshLockedError,
-    refresh_lock,
-    run_refresh,
 )
 from rec_contract.bundle import promote, read_manifest, resolve_pointer, seal_manifest
 from rec_contract.event_log import append_events

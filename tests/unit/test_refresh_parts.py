@@ -7,16 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from offline_jobs.refresh.job import (
-    RUNS_KEPT,
-    RefreshReport,
-    RefreshState,
-    _inputs_digest,
-    _job_settings,
-    _new_run_folder,
-    write_metrics,
-)
+from offline_jobs.refresh.job import _inputs_digest, _job_settings, _new_run_folder, write_metrics
 from offline_jobs.refresh.live_data import apply_logs, changes_of
+from offline_jobs.refresh.state import RUNS_KEPT, RefreshReport, RefreshState
 from offline_jobs.settings import JobSettings
 
 BAD_FEEDBACK = [
