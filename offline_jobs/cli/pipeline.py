@@ -272,37 +272,7 @@ def _max_gap_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="profilerec-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--work-dir",
-        default=str(_env_path("PROFILEREC_WORK_DIR", "var")),
-        help="work folder (default: $PROFILEREC_WORK_DIR or var)",
-    )
-    parser.add_argument(
-        "--bundles-root",
-        default=os.environ.get("PROFILEREC_BUNDLES_ROOT"),
-        help="bundle folder (default: $PROFILEREC_BUNDLES_ROOT or <work-dir>/bundles)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=os.environ.get("PROFILEREC_DATA_DIR"),
-        help="dataset root (default: $PROFILEREC_DATA_DIR)",
-    )
-    parser.add_argument(
-        "--qdrant-url",
-        default=os.environ.get("PROFILEREC_QDRANT_URL") or None,
-        help="Qdrant server URL (default: $PROFILEREC_QDRANT_URL; else local mode)",
-    )
-    parser.add_argument(
-        "--qdrant-path",
-        default=os.environ.get("PROFILEREC_QDRANT_PATH"),
-        help="local-mode Qdrant folder (default: $PROFILEREC_QDRANT_PATH)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_bootstrap(sub: Any) -> None:
     boot = sub.add_parser("bootstrap", help="profiles -> train -> export -> publish, resumable")
     boot.add_argument(
         "--dataset", default="movielens-100k", help="dataset to train on (registry name or saved folder)"
@@ -352,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--tune-budget-s", type=float, default=3600.0, help="tuning wall-clock budget")
     _max_gap_option(boot)
 
+
+def _add_other_commands(sub: Any) -> None:
     exp = sub.add_parser("export", help="a trained run -> a bundle (not live)")
     exp.add_argument("run_dir", help="the training run folder to export")
     exp.add_argument(
@@ -387,6 +359,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("rollback", help="make the previous bundle live again")
     sub.add_parser("status", help="the live and previous bundles")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profilerec-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=str(_env_path("PROFILEREC_WORK_DIR", "var")),
+        help="work folder (default: $PROFILEREC_WORK_DIR or var)",
+    )
+    parser.add_argument(
+        "--bundles-root",
+        default=os.environ.get("PROFILEREC_BUNDLES_ROOT"),
+        help="bundle folder (default: $PROFILEREC_BUNDLES_ROOT or <work-dir>/bundles)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("PROFILEREC_DATA_DIR"),
+        help="dataset root (default: $PROFILEREC_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--qdrant-url",
+        default=os.environ.get("PROFILEREC_QDRANT_URL") or None,
+        help="Qdrant server URL (default: $PROFILEREC_QDRANT_URL; else local mode)",
+    )
+    parser.add_argument(
+        "--qdrant-path",
+        default=os.environ.get("PROFILEREC_QDRANT_PATH"),
+        help="local-mode Qdrant folder (default: $PROFILEREC_QDRANT_PATH)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_bootstrap(sub)
+    _add_other_commands(sub)
     return parser
 
 

@@ -582,149 +582,161 @@ class TorchGGUFBackend:
     def step(self) -> int:
         """Admit queued requests into free slots (prefilling their prompts), then decode one token for
         every running request. Returns how many requests finished."""
-        torch = self.torch
-        finished = 0
-        running = self._running
-
-        def finish(slot: int, seq: _Seq, reason: str, error: str | None = None) -> None:
-            nonlocal finished
-            text = self.chat.detokenize(seq.generated)
-            for stop in seq.request.stop:
-                cut = text.find(stop)
-                if cut >= 0:
-                    text, reason = text[:cut], "stop"
-            result = GenerationResult(
-                text=text.strip(),
-                prompt_tokens=len(seq.prompt),
-                completion_tokens=len(seq.generated),
-                finish_reason=reason,
-                model=self.model_id,
-                seconds=time.perf_counter() - seq.started,
-                error=error,
-            )
-            self.stats["completion_tokens"] += len(seq.generated)
-            running[slot] = None
-            if seq.request.keep:
-                self._retain(slot)
-            finished += 1
-            seq.done(result)
-
-        def accept(slot: int, seq: _Seq, token: int) -> None:
-            if self.chat.is_eog(token):
-                finish(slot, seq, "stop")
-                return
-            seq.generated.append(token)
-            seq.last = token
-            if seq.request.stop and any(
-                s in self.chat.detokenize(seq.generated[-16:]) for s in seq.request.stop
-            ):
-                finish(slot, seq, "stop")
-            elif (
-                len(seq.generated) >= seq.request.max_tokens
-                or len(self.slot_tokens[slot]) >= self.max_len - 1
-            ):
-                finish(slot, seq, "length")
-
-        queue = self._queue
-        with torch.inference_mode():
-            n_running = sum(r is not None for r in running)
-            admitted: list[tuple[int, _Seq]] = []
-            deferred: list[tuple[ChatRequest, Callable[[GenerationResult], None], list[int]]] = []
-            while queue and n_running < self.max_running:
-                req, done, prompt = queue[0]
-                gen = torch.Generator().manual_seed(req.seed & 0x7FFFFFFF)
-                seq = _Seq(req, done, prompt, gen, started=time.perf_counter())
-                if len(prompt) + 1 >= self.max_len:
-                    queue.popleft()
-                    self.stats["requests"] += 1
-                    finished += 1
-                    error = f"prompt of {len(prompt)} tokens exceeds the context of {self.max_len}"
-                    done(
-                        GenerationResult(
-                            text="",
-                            prompt_tokens=len(prompt),
-                            finish_reason="error",
-                            model=self.model_id,
-                            error=error,
-                        )
-                    )
-                    continue
-                placed = self._place(prompt, running, req.max_tokens)
-                if placed is None:
-                    break
-                queue.popleft()
-                slot, reuse, source = placed
-                # a request admitted just now shares a longer prefix (e.g. the F4 siblings): wait one
-                # step, until that prefix is computed, and copy it then
-                limit = len(prompt) - 1
-                if any(
-                    self._common(prompt, other.prompt, limit) >= reuse + self.min_prefix
-                    for _, other in admitted
-                ):
-                    deferred.append((req, done, prompt))
-                    continue
-                self.stats["requests"] += 1
-                self.stats["prompt_tokens"] += len(prompt)
-                running[slot] = seq
-                n_running += 1
-                self._claim(slot, seq, reuse, source)
-                admitted.append((slot, seq))
-            queue.extendleft(reversed(deferred))
+        with self.torch.inference_mode():
+            finished, admitted = self._admit()
             if admitted:
-                t0 = time.perf_counter()
-                # similar suffix lengths together: little padding; bounded tokens per pass
-                admitted.sort(key=lambda a: len(a[1].prompt) - len(self.slot_tokens[a[0]]))
-                chunk: list[tuple[int, _Seq]] = []
-                chunks = []
-                for item in admitted:
-                    n = len(item[1].prompt) - len(self.slot_tokens[item[0]])
-                    if chunk and (len(chunk) + 1) * n > self.prefill_tokens:
-                        chunks.append(chunk)
-                        chunk = []
-                    chunk.append(item)
-                chunks.append(chunk)
-                for chunk in chunks:
-                    logits = self._prefill(chunk)
-                    for row, (slot, seq) in enumerate(chunk):
-                        accept(slot, seq, self._sample(logits[row], seq))
-                self.stats["prefill_seconds"] += time.perf_counter() - t0
-            live = [(slot, r) for slot, r in enumerate(running) if r is not None]
+                finished += self._prefill_admitted(admitted)
+            live = [(slot, r) for slot, r in enumerate(self._running) if r is not None]
             if not live:
                 return finished
-            t0 = time.perf_counter()
-            hi = live[-1][0] + 1
-            # one decode step over the running slots 0..hi-1, read in place; rows of idle slots are
-            # masked and discarded (they write past their valid tokens, which stay intact)
-            tokens = torch.zeros((hi, 1), dtype=torch.long)
-            pos = torch.zeros((hi, 1), dtype=torch.long)
-            active = torch.zeros(hi, dtype=torch.bool)
-            for slot in range(hi):
-                pos[slot, 0] = min(len(self.slot_tokens[slot]), self.max_len - 1)
-            for slot, r in live:
-                tokens[slot, 0] = r.last
-                active[slot] = True
-            kv_len = int(pos.max()) + 1
-            mask = (torch.arange(kv_len)[None, :] <= pos) & active[:, None]
-            mask[:, 0] = True  # idle rows attend to something (their output is discarded)
-            segments = self._segments(pos[:, 0], [slot for slot, _ in live])
-            hidden = self.model.forward(
-                tokens,
-                pos,
-                self.cache,
-                torch.arange(hi),
-                kv_len,
-                mask[:, None, None, :],
-                hi,
-                segments=segments,
-            )
-            logits = self.model.logits(hidden[[slot for slot, _ in live]])
-            self.stats["steps"] += 1
-            self.stats["decoded_rows"] += len(live)
-            sampled = self._sample_batch(logits, [r for _, r in live])
-            for (slot, r), token in zip(live, sampled, strict=True):
-                self.slot_tokens[slot].append(r.last)
-                accept(slot, r, token)
-            self.stats["decode_seconds"] += time.perf_counter() - t0
+            return finished + self._decode(live)
+
+    def _finish(self, slot: int, seq: _Seq, reason: str, error: str | None = None) -> int:
+        """Hand ``seq``'s result to its caller and free its slot (kept for a continuing conversation)."""
+        text = self.chat.detokenize(seq.generated)
+        for stop in seq.request.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        result = GenerationResult(
+            text=text.strip(),
+            prompt_tokens=len(seq.prompt),
+            completion_tokens=len(seq.generated),
+            finish_reason=reason,
+            model=self.model_id,
+            seconds=time.perf_counter() - seq.started,
+            error=error,
+        )
+        self.stats["completion_tokens"] += len(seq.generated)
+        self._running[slot] = None
+        if seq.request.keep:
+            self._retain(slot)
+        seq.done(result)
+        return 1
+
+    def _accept(self, slot: int, seq: _Seq, token: int) -> int:
+        """Append a sampled token; 1 if that finished the sequence (end of generation, a stop string,
+        its token limit or the context), else 0."""
+        if self.chat.is_eog(token):
+            return self._finish(slot, seq, "stop")
+        seq.generated.append(token)
+        seq.last = token
+        if seq.request.stop and any(s in self.chat.detokenize(seq.generated[-16:]) for s in seq.request.stop):
+            return self._finish(slot, seq, "stop")
+        if len(seq.generated) >= seq.request.max_tokens or len(self.slot_tokens[slot]) >= self.max_len - 1:
+            return self._finish(slot, seq, "length")
+        return 0
+
+    def _admit(self) -> tuple[int, list[tuple[int, _Seq]]]:
+        """Move queued requests into free slots (reusing cached prefixes). Returns how many finished at
+        once (prompts longer than the context) and the admitted ``(slot, sequence)`` pairs."""
+        torch, queue, running = self.torch, self._queue, self._running
+        finished = 0
+        n_running = sum(r is not None for r in running)
+        admitted: list[tuple[int, _Seq]] = []
+        deferred: list[tuple[ChatRequest, Callable[[GenerationResult], None], list[int]]] = []
+        while queue and n_running < self.max_running:
+            req, done, prompt = queue[0]
+            gen = torch.Generator().manual_seed(req.seed & 0x7FFFFFFF)
+            seq = _Seq(req, done, prompt, gen, started=time.perf_counter())
+            if len(prompt) + 1 >= self.max_len:
+                queue.popleft()
+                self.stats["requests"] += 1
+                finished += 1
+                error = f"prompt of {len(prompt)} tokens exceeds the context of {self.max_len}"
+                done(
+                    GenerationResult(
+                        text="",
+                        prompt_tokens=len(prompt),
+                        finish_reason="error",
+                        model=self.model_id,
+                        error=error,
+                    )
+                )
+                continue
+            placed = self._place(prompt, running, req.max_tokens)
+            if placed is None:
+                break
+            queue.popleft()
+            slot, reuse, source = placed
+            # a request admitted just now shares a longer prefix (e.g. the F4 siblings): wait one
+            # step, until that prefix is computed, and copy it then
+            limit = len(prompt) - 1
+            if any(
+                self._common(prompt, other.prompt, limit) >= reuse + self.min_prefix for _, other in admitted
+            ):
+                deferred.append((req, done, prompt))
+                continue
+            self.stats["requests"] += 1
+            self.stats["prompt_tokens"] += len(prompt)
+            running[slot] = seq
+            n_running += 1
+            self._claim(slot, seq, reuse, source)
+            admitted.append((slot, seq))
+        queue.extendleft(reversed(deferred))
+        return finished, admitted
+
+    def _prefill_admitted(self, admitted: list[tuple[int, _Seq]]) -> int:
+        """Prefill the admitted prompts in passes of similar suffix length (bounded tokens per pass) and
+        sample each one's first token. Returns how many finished."""
+        finished = 0
+        t0 = time.perf_counter()
+        # similar suffix lengths together: little padding; bounded tokens per pass
+        admitted.sort(key=lambda a: len(a[1].prompt) - len(self.slot_tokens[a[0]]))
+        chunk: list[tuple[int, _Seq]] = []
+        chunks = []
+        for item in admitted:
+            n = len(item[1].prompt) - len(self.slot_tokens[item[0]])
+            if chunk and (len(chunk) + 1) * n > self.prefill_tokens:
+                chunks.append(chunk)
+                chunk = []
+            chunk.append(item)
+        chunks.append(chunk)
+        for chunk in chunks:
+            logits = self._prefill(chunk)
+            for row, (slot, seq) in enumerate(chunk):
+                finished += self._accept(slot, seq, self._sample(logits[row], seq))
+        self.stats["prefill_seconds"] += time.perf_counter() - t0
+        return finished
+
+    def _decode(self, live: list[tuple[int, _Seq]]) -> int:
+        """One decode step over the running slots. Returns how many finished."""
+        torch = self.torch
+        finished = 0
+        t0 = time.perf_counter()
+        hi = live[-1][0] + 1
+        # one decode step over the running slots 0..hi-1, read in place; rows of idle slots are
+        # masked and discarded (they write past their valid tokens, which stay intact)
+        tokens = torch.zeros((hi, 1), dtype=torch.long)
+        pos = torch.zeros((hi, 1), dtype=torch.long)
+        active = torch.zeros(hi, dtype=torch.bool)
+        for slot in range(hi):
+            pos[slot, 0] = min(len(self.slot_tokens[slot]), self.max_len - 1)
+        for slot, r in live:
+            tokens[slot, 0] = r.last
+            active[slot] = True
+        kv_len = int(pos.max()) + 1
+        mask = (torch.arange(kv_len)[None, :] <= pos) & active[:, None]
+        mask[:, 0] = True  # idle rows attend to something (their output is discarded)
+        segments = self._segments(pos[:, 0], [slot for slot, _ in live])
+        hidden = self.model.forward(
+            tokens,
+            pos,
+            self.cache,
+            torch.arange(hi),
+            kv_len,
+            mask[:, None, None, :],
+            hi,
+            segments=segments,
+        )
+        logits = self.model.logits(hidden[[slot for slot, _ in live]])
+        self.stats["steps"] += 1
+        self.stats["decoded_rows"] += len(live)
+        sampled = self._sample_batch(logits, [r for _, r in live])
+        for (slot, r), token in zip(live, sampled, strict=True):
+            self.slot_tokens[slot].append(r.last)
+            finished += self._accept(slot, r, token)
+        self.stats["decode_seconds"] += time.perf_counter() - t0
         return finished
 
     def close(self) -> None:

@@ -115,6 +115,23 @@ def changes_of(
     return changes
 
 
+def _with_training(
+    split: PredefinedSplit | None, users: list[int], items: list[int]
+) -> PredefinedSplit | None:
+    """A shipped split stays: the logged interactions (not held out) join its training part."""
+    if split is None:
+        return None
+    held = {(int(u), int(i)) for part in (split.valid, split.test) for u, i in zip(*part, strict=True)}
+    fresh = [(u, i) for u, i in zip(users, items, strict=True) if (u, i) not in held]
+    extra_u = np.asarray([u for u, _ in fresh], np.int32)
+    extra_i = np.asarray([i for _, i in fresh], np.int32)
+    return PredefinedSplit(
+        train=(np.concatenate([split.train[0], extra_u]), np.concatenate([split.train[1], extra_i])),
+        valid=split.valid,
+        test=split.test,
+    )
+
+
 def apply_logs(
     base: InteractionDataset,
     feedback: Iterable[dict[str, Any]],
@@ -189,18 +206,7 @@ def apply_logs(
     timestamp = np.concatenate([base.timestamp, np.asarray(stamps, np.int64)])
     user, item, timestamp, _ = deduplicate_pairs(user, item, timestamp)
     counts["interactions_added"] = len(user) - before
-    predefined = None
-    if base.predefined_split is not None:  # a shipped split stays; logged interactions are training data
-        ps = base.predefined_split
-        held = {(int(u), int(i)) for part in (ps.valid, ps.test) for u, i in zip(*part, strict=True)}
-        fresh = [(u, i) for u, i in zip(users, itms, strict=True) if (u, i) not in held]
-        extra_u = np.asarray([u for u, _ in fresh], np.int32)
-        extra_i = np.asarray([i for _, i in fresh], np.int32)
-        predefined = PredefinedSplit(
-            train=(np.concatenate([ps.train[0], extra_u]), np.concatenate([ps.train[1], extra_i])),
-            valid=ps.valid,
-            test=ps.test,
-        )
+    predefined = _with_training(base.predefined_split, users, itms)
     user_table = None
     if base.users is not None:
         user_table = base.users.reindex(range(len(user_ids))).reset_index(drop=True)

@@ -63,3 +63,23 @@ def test_a_job_importing_service_internals_is_a_breach(tmp_path: Path) -> None:
     assert len(breaches) == 2
     assert any(b.startswith("offline_jobs.bad:2 imports service.runtime") for b in breaches)
     assert any(b.startswith("rec_contract.up:1 imports service.runtime") for b in breaches)
+
+
+def test_no_long_file_in_offline_jobs_and_no_long_function() -> None:
+    assert layout.long_files() == []
+    assert layout.long_functions() == []
+
+
+def test_long_files_and_functions_are_found(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{n} = {n}" for n in range(layout.MAX_FUNCTION_LINES))
+    root = _tree(
+        tmp_path,
+        {
+            "offline_jobs/big.py": "\n" * (layout.MAX_FILE_LINES + 1),
+            "offline_jobs/llm/torch_engine.py": "\n" * (layout.MAX_FILE_LINES + 1),
+            "service/long.py": f"def f():\n{body}\n",
+            "benchmarks/long.py": f"def g():\n{body}\n",
+        },
+    )
+    assert [p.split(":")[0] for p in layout.long_files(root)] == ["offline_jobs/big.py"]
+    assert [p.split(" ")[1] for p in layout.long_functions(root)] == ["f:"]
