@@ -64,6 +64,7 @@ class JobSettings(BaseSettings):
     # embedding
     embed_backend: Literal["minilm", "onnx", "openai"] = "minilm"  # docs/llm-backends.md
     text_encoder_dir: str | None = None  # onnx: the exported encoder (default <work dir>/text_encoder)
+    embed_threads: int | None = Field(default=None, ge=1)  # onnx: threads (default: every core)
     embed_model: str = "text-embedding-3-small"  # openai embeddings model
     embed_base_url: str | None = None  # default: llm_base_url
     embed_api_key: SecretStr | None = None  # default: llm_api_key

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -106,7 +107,11 @@ def _profile_store(
 ) -> Path:
     """The live store is built once (extractive for everyone, LLM profiles for a sample on top), then only
     the daily refresh changes it. Embedded with the exported ONNX encoder (the service's own) unless
-    another embedding backend is configured."""
+    another embedding backend is configured. The LLM sample is written in a process of its own while
+    the extractive profiles are embedded here (the embedded LLM decodes on one core by default), then
+    merged into the store."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from offline_jobs.context import load_context
     from offline_jobs.jobs.builder import BuildOptions, build_profiles
     from offline_jobs.selection import select
@@ -119,35 +124,52 @@ def _profile_store(
         return store
     settings = JobSettings()
     if settings.embed_backend == "minilm":
-        settings = settings.model_copy(
-            update={"embed_backend": "onnx", "text_encoder_dir": str(text_encoder)}
-        )
+        onnx = {"embed_backend": "onnx", "text_encoder_dir": str(text_encoder)}
+        settings = settings.model_copy(update=onnx)
     ctx = load_context(args.dataset, None, args.split_seed, args.data_dir)
     version = f"{name}-live-k{args.k}"
-    built = build_profiles(
-        ctx,
-        range(ctx.dataset.n_users),
-        range(ctx.dataset.n_items),
-        store,
-        BuildOptions("extractive", args.k, version),
-        settings,
-    )
-    stage(f"extractive profiles: {built['profiles_written']:,} written and embedded")
-    if args.llm_users or args.llm_items:
-        sample_dir = work / "profiles" / f"{name}-{args.strategy}-sample"
-        users = select(ctx.dataset, "user", "all", args.llm_users) if args.llm_users else []
-        items = select(ctx.dataset, "item", "all", args.llm_items) if args.llm_items else []
-        sample = build_profiles(
-            ctx, users, items, sample_dir, BuildOptions(args.strategy, args.k, version), settings
-        )
-        report["llm_sample"] = sample
-        report["merge"] = merge_into_store(store, sample_dir)
-        stats = sample["stats"]
-        stage(
-            f"LLM ({args.strategy}) profiles for {len(users)} users and {len(items)} items: "
-            f"{sample['profiles_written']} written, {stats.get('fallbacks', 0)} fell back to extractive"
-        )
+    users = select(ctx.dataset, "user", "all", args.llm_users) if args.llm_users else []
+    items = select(ctx.dataset, "item", "all", args.llm_items) if args.llm_items else []
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        sample = None
+        if users or items:
+            sample_dir = work / "profiles" / f"{name}-{args.strategy}-sample"
+            options = BuildOptions(args.strategy, args.k, version)
+            job = (args.dataset, args.split_seed, args.data_dir, users, items, sample_dir, options, settings)
+            sample = pool.submit(_llm_sample, *job)
+            cores = max(1, (os.cpu_count() or 1) - settings.llama_threads)
+            settings = settings.model_copy(update={"embed_threads": cores})
+        everyone = (range(ctx.dataset.n_users), range(ctx.dataset.n_items))
+        built = build_profiles(ctx, *everyone, store, BuildOptions("extractive", args.k, version), settings)
+        stage(f"extractive profiles: {built['profiles_written']:,} written and embedded")
+        if sample is not None:
+            done = sample.result()
+            report["llm_sample"] = done
+            report["merge"] = merge_into_store(store, sample_dir)
+            stage(
+                f"LLM ({args.strategy}) profiles for {len(users)} users and {len(items)} items: "
+                f"{done['profiles_written']} written, {done['stats'].get('fallbacks', 0)} fell back to "
+                "extractive"
+            )
     return store
+
+
+def _llm_sample(
+    dataset: str,
+    split_seed: int,
+    data_dir: str | None,
+    users: list[int],
+    items: list[int],
+    out: Path,
+    options: Any,
+    settings: Any,
+) -> dict[str, Any]:
+    """The bootstrap's LLM sample, in a worker process (its own context and model)."""
+    from offline_jobs.context import load_context
+    from offline_jobs.jobs.builder import build_profiles
+
+    ctx = load_context(dataset, None, split_seed, data_dir)
+    return build_profiles(ctx, users, items, out, options, settings)
 
 
 def _train(args: argparse.Namespace, work: Path, store: Path, report: dict[str, Any], stage: Stage) -> Path:

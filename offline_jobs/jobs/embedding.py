@@ -92,10 +92,11 @@ class OnnxEmbedder:
     """The exported ONNX text encoder (:func:`export_text_encoder`) on every core: bulk embedding without
     torch, in exactly the space the service encodes queries in."""
 
-    def __init__(self, folder: str | Path, batch_size: int = 64) -> None:
+    def __init__(self, folder: str | Path, batch_size: int = 64, threads: int | None = None) -> None:
         from rec_contract.text_encoder import OnnxTextEncoder
 
-        self.encoder = OnnxTextEncoder(folder, batch_size=batch_size, intra_op_threads=os.cpu_count() or 1)
+        threads = threads or os.cpu_count() or 1
+        self.encoder = OnnxTextEncoder(folder, batch_size=batch_size, intra_op_threads=threads)
         self.model_id = self.encoder.model_id
         self.dim = self.encoder.dim
 
@@ -121,7 +122,7 @@ def get_embedder(backend: str = "minilm", batch_size: int = 64, settings: Any = 
             _EMBEDDER_CACHE[key] = MiniLMEmbedder(batch_size=batch_size)
         return _EMBEDDER_CACHE[key]
     if backend == "onnx":
-        return OnnxEmbedder(text_encoder_dir(settings), batch_size=batch_size)
+        return OnnxEmbedder(text_encoder_dir(settings), batch_size, getattr(settings, "embed_threads", None))
     if backend == "openai":
         from offline_jobs.llm.openai_compat import OpenAIEmbedder
         from offline_jobs.settings import JobSettings
