@@ -14,6 +14,7 @@ Each returns its figures (a dict); the integration tests run them small and asse
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -189,6 +190,32 @@ def _shaped(outcomes: list[dict[str, Any]], timeout_s: float, url: str) -> dict[
     }
 
 
+async def _create_collections(deployment: Deployment) -> None:
+    """Create the live bundle's collections in the embedded storage, as the export job does on a
+    server (the items' content collection is otherwise created by the service when it opens the
+    bundle, upserting the catalogue through the stand-in within the request timeout)."""
+    from service.runtime import build_runtime
+    from service.settings import ServiceSettings
+
+    rt = build_runtime(
+        ServiceSettings(
+            work_dir=deployment.work_dir,
+            bundles_root=deployment.bundles_root,
+            engine="qdrant",
+            qdrant_path=deployment.work_dir / "qdrant",
+            redis_url=None,
+            reload_interval_s=0,
+            feedback_log=deployment.feedback_log,
+            catalog_log=deployment.catalog_log,
+        )
+    )
+    try:
+        if not await rt.refresh_bundle():
+            raise RuntimeError(f"the live bundle did not open on the embedded Qdrant: {rt.holder.error}")
+    finally:
+        await rt.close()
+
+
 def _on_qdrant(deployment: Deployment, workers: int, qdrant: FakeQdrant, timeout_s: float) -> Service:
     """The service on the Qdrant engine, the stand-in's URL, no bundle watcher."""
     return Service(
@@ -231,6 +258,7 @@ def qdrant_unavailable(
     storage = deployment.work_dir / "qdrant"
     if not (storage / "collection").is_dir():
         raise FileNotFoundError(f"{storage} holds no Qdrant collections (the deployment has no Qdrant)")
+    asyncio.run(_create_collections(deployment))
     figures: dict[str, Any] = {"mode": mode, "timeout_s": timeout_s}
     with FakeQdrant(storage) as qdrant:
         service = _on_qdrant(deployment, workers, qdrant, timeout_s)

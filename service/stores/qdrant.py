@@ -192,9 +192,12 @@ class QdrantEngine(ItemEngine):
         meta: Sequence[dict[str, Any]],
     ) -> ItemIndex:
         """The bundle's items collection, created and filled first when it does not exist (the
-        export job creates it on a server; a fresh local path gets it here)."""
+        export job creates it on a server; a fresh local path gets it here). A collection whose filling
+        was interrupted (a timeout, a crash: its last point is missing) is filled again; the catalogue
+        log is applied over it afterwards (:func:`service.catalogue_sync.reconcile_items`)."""
         client, op = self.conn.client, "open items collection"
-        if not await self.conn.call(op, client.collection_exists(collection)):
+        exists = await self.conn.call(op, client.collection_exists(collection))
+        if not exists:
             await self.conn.call(
                 op,
                 client.create_collection(
@@ -205,9 +208,15 @@ class QdrantEngine(ItemEngine):
                 await self.conn.call(
                     op, client.create_payload_index(collection, field_name=field_name, field_schema=schema)
                 )
-            for batch in item_points(item_ids, vectors, meta):
+        elif item_ids:
+            last = [point_id("item", item_ids[-1])]
+            exists = bool(await self.conn.call(op, client.retrieve(collection, ids=last, with_payload=False)))
+            if not exists:
+                log.warning("items collection incomplete: filling it again", extra={"collection": collection})
+        if not exists:
+            for batch in item_points(item_ids, vectors, meta):  # in order: the last point is written last
                 await self.conn.call(op, client.upsert(collection, points=batch, wait=True))
-            log.info("items collection created", extra={"collection": collection, "points": len(item_ids)})
+            log.info("items collection filled", extra={"collection": collection, "points": len(item_ids)})
         return QdrantItemIndex(self.conn, collection, list(item_ids))
 
     async def ping(self) -> str | None:

@@ -90,3 +90,22 @@ def test_the_stand_in_answers_qdrant_rest_from_the_local_storage(tmp_path: Path)
     finally:
         client.close()
     assert record.payload == {"k": "v"} and record.vector == [1.0, 2.0]
+
+
+def test_an_items_collection_whose_filling_was_interrupted_is_filled_again(tmp_path: Path) -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    meta = [{"title": f"item {i}", "categories": ["A"], "popularity": i} for i in range(4)]
+    ids = ["a", "b", "c", "d"]
+
+    async def scenario() -> tuple[int, int]:
+        conn = QdrantConnection(None, tmp_path / "qdrant", None, 5.0)
+        try:
+            engine = QdrantEngine(conn)
+            await engine.open("v1", "items_v1", ids[:2], vectors[:2], meta[:2])  # the interrupted filling
+            partial = (await conn.client.count("items_v1", exact=True)).count
+            await engine.open("v1", "items_v1", ids, vectors, meta)
+            return partial, (await conn.client.count("items_v1", exact=True)).count
+        finally:
+            await conn.close()
+
+    assert asyncio.run(scenario()) == (2, 4)
