@@ -194,10 +194,10 @@ def snapshot(deployment: Deployment) -> dict[str, Any]:
     state_path = deployment.state_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     dead_path = deployment.state_dir / "dead_letter.jsonl"
-    dead = Counter(
+    dead = Counter(  # paths ("where") relative to the work dir: each copy has its own
         json.dumps(
             {k: v for k, v in json.loads(line).items() if k not in VOLATILE_DEAD_LETTER}, sort_keys=True
-        )
+        ).replace(str(deployment.work_dir), "<work>")
         for line in (dead_path.read_text().splitlines() if dead_path.exists() else [])
         if line.strip()
     )
@@ -301,6 +301,9 @@ def refresh_kills(
         trial = copy_state(deployment, scratch / f"kill-{k:02d}")
         at = rng.uniform(0.02, 0.98) * full.seconds
         killed = run_refresh(trial, strategy, kill_after_s=at)
+        stage = (killed.stages[-1] if killed.stages else "startup") if killed.killed else "finished"
+        if killed.killed and (trial.state_dir / "state.json").exists():
+            stage = "after_watermarks"  # killed on its way out (the state was saved)
         rerun = run_refresh(trial, strategy)
         diff = differences(snapshot(trial), want) if rerun.code == 0 else [f"rerun exited {rerun.code}"]
         trials.append(
@@ -308,7 +311,7 @@ def refresh_kills(
                 "kill_at_s": round(at, 2),
                 "killed": killed.killed,
                 "exit": killed.code,
-                "stage": (killed.stages[-1] if killed.stages else "startup") if killed.killed else "finished",
+                "stage": stage,
                 "rerun_exit": rerun.code,
                 "rerun_s": round(rerun.seconds, 1),
                 "differences": diff,
