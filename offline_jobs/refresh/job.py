@@ -86,6 +86,7 @@ def refresh_lock(path: Path) -> Iterator[None]:
 def _stage(report: RefreshReport, name: str) -> Iterator[None]:
     """Time a stage of the run; an exception out of it names it as the failed stage."""
     started = time.perf_counter()
+    log.info("refresh stage %s", name)  # where a killed run was (benchmarks/refresh_kills.py)
     try:
         yield
     except BaseException:
