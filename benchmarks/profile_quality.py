@@ -7,7 +7,11 @@ default) once per configuration and reports, per configuration:
 * ``hallucinated_rate``: share of the kept profiles that name at least one title not grounded in the
   entity's data (:mod:`offline_jobs.grounding`; an extractive fallback counts as grounded: it is
   computed from the data);
-* ``category_precision``: supported / mentioned genres, over every kept profile;
+* ``category_precision``: supported / mentioned genres, over the kept LLM profiles (an extractive
+  fallback is grounded by construction, as for titles: its genre mentions include negative and
+  per-genre rating statements, "rarely chooses Horror", "Horror (2.2) lowest", and the tags of
+  co-watched titles, which a claim detector reads as unsupported); ``category_precision_all`` counts
+  the fallbacks' mentions too;
 * ``fallback_rate``: share of the kept profiles that are extractive fallbacks;
 * ``mean_cos_k``: mean pairwise cosine of an entity's K profile vectors (ProEx wants them diverse);
 * ``profiles_per_s``: profiles / wall seconds of the job. Every configuration shares one generation
@@ -93,24 +97,27 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
     u_index, i_index = ctx.dataset.user_index(), ctx.dataset.item_index()
     rows = [row for folder in folders for row in read_profiles(folder)]
     hallucinated = supported = mentioned = fallbacks = 0
-    before = first_pass = checked = 0
+    before = first_pass = checked = supported_all = mentioned_all = 0
     for row in rows:
-        is_item = row["entity_type"] == "item"
-        index = (i_index if is_item else u_index)[row["entity_id"]]
-        ref = grounder.item_reference(index) if is_item else grounder.user_reference(index)
-        verdict = grounder.check(str(row["text"]), ref)
-        if row["is_fallback"]:
-            fallbacks += 1
-        elif verdict.ungrounded:
-            hallucinated += 1
-        mentioned += len(verdict.categories)
-        supported += sum(verdict.categories.values())
         quality = json.loads(row["quality"]) if isinstance(row["quality"], str) else row["quality"] or {}
         if "attempts" in quality:
             passed, invented = _first_attempt(quality)
             checked += 1
             first_pass += passed
             before += invented
+        is_item = row["entity_type"] == "item"
+        index = (i_index if is_item else u_index)[row["entity_id"]]
+        ref = grounder.item_reference(index) if is_item else grounder.user_reference(index)
+        verdict = grounder.check(str(row["text"]), ref)
+        mentioned_all += len(verdict.categories)
+        supported_all += sum(verdict.categories.values())
+        if row["is_fallback"]:
+            fallbacks += 1
+            continue
+        if verdict.ungrounded:
+            hallucinated += 1
+        mentioned += len(verdict.categories)
+        supported += sum(verdict.categories.values())
     cosines = []
     for folder in folders:
         for _, _, vectors in read_store_vectors(folder)[0]:
@@ -126,6 +133,7 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
         "first_pass": round(first_pass / checked, 4) if checked else None,
         "category_precision": round(supported / max(1, mentioned), 4),
         "category_mentions": mentioned,
+        "category_precision_all": round(supported_all / max(1, mentioned_all), 4),
         "fallback_rate": round(fallbacks / n, 4),
         "mean_cos_k": round(float(np.mean(cosines)), 4) if cosines else None,
     }
