@@ -55,7 +55,11 @@ def variants(k: int) -> list[tuple[str, int | None]]:
 
 
 def leave_one_in(
-    store: str | Path, k: int, dataset_name: str, options: UtilityOptions
+    store: str | Path,
+    k: int,
+    dataset_name: str,
+    options: UtilityOptions,
+    data_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train the base model, one fused model per profile slot and the all-K fused model; one row each."""
     import torch
@@ -67,7 +71,7 @@ def leave_one_in(
     from training.proex import proex_defaults
     from training.profiles import load_profile_inputs
 
-    dataset = load_dataset(dataset_name)
+    dataset = load_dataset(dataset_name, data_dir)
     split = split_dataset(dataset, default_split_method(dataset.name), seed=options.split_seed)
     full = load_profile_inputs(store, dataset, k)
     profiled = np.flatnonzero(full.user_mask.any(axis=1))
