@@ -22,13 +22,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Best of N, measured (``python -m benchmarks profile_quality --configs off,on,n2,n3``, a seeded sample
 # of 8 users + 8 items, ProEx K=4, SmolLM2-135M, benchmarks/results.jsonl 2026-12-03): N=1 kept 89% of
 # the slots as LLM profiles (10.9% fallbacks) at 1.32x the generations of the check-off job; N=2 4.7%
-# fallbacks at 1.76x; N=3 3.1% at 2.34x. N=1 is the default: it keeps the fallback rate under 15% and
-# the job above half the check-off throughput; N=2 buys fewer fallbacks for a third more generations.
+# fallbacks at 1.76x; N=3 3.1% at 2.34x. N=1 is the default: it keeps the job above half the check-off
+# throughput (0.77x measured); N=2 roughly halves the fallbacks for a third more generations. On the
+# seeded 150+150 sample (ProEx K=2) N=1 fell back on 15.7% of the slots.
 CANDIDATES_HELP = (
     "best of N: profile candidates generated per slot and attempt, the most faithful one that passes the "
     "grounding check kept (default 1, chosen by measurement: on a seeded 8+8 ProEx K=4 SmolLM2 sample "
     "N=1/2/3 gave fallback rates 0.109/0.047/0.031 at 1.32x/1.76x/2.34x the generations of the "
-    "check-off job; N=2 when fewer extractive fallbacks are worth a third more generation time)"
+    "check-off job, and N=1 0.157 on a seeded 150+150 K=2 sample; N=2 when fewer extractive fallbacks "
+    "are worth a third more generation time)"
 )
 
 
