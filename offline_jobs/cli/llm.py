@@ -18,7 +18,7 @@ from offline_jobs.cli.common import (
     store_version,
     write_report,
 )
-from offline_jobs.settings import JobSettings
+from offline_jobs.settings import CANDIDATES_HELP, JobSettings
 
 
 def _add_llm_args(p: argparse.ArgumentParser) -> None:
@@ -60,6 +60,7 @@ def _add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes, each with its own model (embedded)")
     p.add_argument("--max-active", type=int, default=None, help="entities in flight (default 2 x batch size)")
     p.add_argument("--max-retries", type=int, default=2, help="regenerations of rejected output")
+    p.add_argument("--candidates", type=int, default=None, help=CANDIDATES_HELP)
     p.add_argument(
         "--sim-threshold", type=float, default=0.9, help="max cosine of a new profile to OP/siblings"
     )
@@ -86,6 +87,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
         "threads": "llama_threads",
         "concurrency": "llm_concurrency",
         "workers": "job_workers",
+        "candidates": "profile_candidates",
     }
     for arg, field in mapping.items():
         value = getattr(args, arg, None)

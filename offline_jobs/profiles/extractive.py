@@ -33,6 +33,7 @@ import numpy as np
 
 from offline_jobs.context import JobContext, attribute_text
 from offline_jobs.failures import EntityFailure
+from offline_jobs.profiles.extractive_grounding import extractive_grounding
 from offline_jobs.profiles.item_facets import item_facets
 from offline_jobs.profiles.phrases import (
     DEFAULT_DOMAIN,
@@ -275,6 +276,7 @@ def build_extractive_rows(
     user_sel = range(ctx.dataset.n_users) if users is None else users
     item_sel = range(ctx.dataset.n_items) if items is None else items
     rows: list[dict[str, Any]] = []
+    ids_i = ctx.dataset.item_ids
     for entity_type, selection, ids in (
         ("user", user_sel, ctx.dataset.user_ids),
         ("item", item_sel, ctx.dataset.item_ids),
@@ -303,7 +305,13 @@ def build_extractive_rows(
                         "seed": 0,
                         "created_at": created,
                         "is_fallback": False,
-                        "quality": {"facet": facet, "split": ctx.split_method, "split_seed": ctx.split_seed},
+                        "quality": {
+                            "facet": facet,
+                            "split": ctx.split_method,
+                            "split_seed": ctx.split_seed,
+                            "source": "extractive",
+                            "grounding": extractive_grounding(profiler, entity_type, int(index), text, ids_i),
+                        },
                         "version": version,
                     }
                 )

@@ -29,6 +29,7 @@ from offline_jobs.profiles.extractive import (
     ExtractiveProfiler,
     now_iso,
 )
+from offline_jobs.profiles.extractive_grounding import extractive_grounding
 from offline_jobs.profiles.grounding import Grounder, Grounding, Reference
 from offline_jobs.profiles.prompts import PromptSet
 from offline_jobs.profiles.validation import validate
@@ -143,6 +144,7 @@ class StrategyContext:
         self.item_text_vectors: np.ndarray | None = None
         self.listed_neighbours: dict[int, list[int]] = {}  # items named in a cold item's prompt
         self._grounder: Grounder | None = None
+        self._indices: dict[str, dict[str, int]] = {}
 
     @property
     def grounder(self) -> Grounder:
@@ -244,14 +246,17 @@ class StrategyContext:
     ) -> dict[str, Any]:
         ok = outcome is not None and outcome.text is not None
         q = dict(quality)
-        if self.cfg.grounding:
-            q["source"] = "llm" if ok else "extractive"
-            if ok and outcome is not None and outcome.grounding is not None:
-                q["grounding"] = outcome.grounding.record(self.ctx.dataset.item_ids)
-            elif not ok:  # the extractive profile is computed from the same data
-                q["grounding"] = {"passed": True, "by_construction": True}
-                if outcome is not None and outcome.grounding is not None:
-                    q["rejected_grounding"] = outcome.grounding.record(self.ctx.dataset.item_ids)
+        item_ids = self.ctx.dataset.item_ids
+        if self.cfg.grounding and ok:
+            q["source"] = "llm"
+            if outcome is not None and outcome.grounding is not None:
+                q["grounding"] = outcome.grounding.record(item_ids)
+        elif not ok:  # the extractive profile is computed from the same data: grounded by construction
+            q["source"] = "extractive"
+            index = self.entity_index(entity_type, entity_id)
+            q["grounding"] = extractive_grounding(self.profiler, entity_type, index, fallback_text, item_ids)
+            if outcome is not None and outcome.grounding is not None:
+                q["rejected_grounding"] = outcome.grounding.record(item_ids)
         if outcome is not None:
             q["attempts"] = outcome.attempts
             if outcome.reasons:
@@ -277,6 +282,13 @@ class StrategyContext:
             "quality": q,
             "version": self.cfg.version,
         }
+
+    def entity_index(self, entity_type: str, entity_id: str) -> int:
+        """The dataset index of a raw entity id."""
+        if entity_type not in self._indices:
+            ds = self.ctx.dataset
+            self._indices[entity_type] = ds.user_index() if entity_type == "user" else ds.item_index()
+        return self._indices[entity_type][entity_id]
 
     def fallback(self, entity_type: str, index: int, slot: int) -> str:
         return self.profiler.profile(entity_type, index, slot, self.cfg.k)

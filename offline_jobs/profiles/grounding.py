@@ -54,6 +54,7 @@ from offline_jobs.profiles.titles import title_run_forwards as _title_run_forwar
 _YEAR = re.compile(r"(?<![\d$£€])\b(1[89]\d\d|20\d\d)\b(?!s\b|'s|\d)")
 _PAREN_YEAR = re.compile(r"\(\s*(1[89]\d\d|20\d\d)\s*\)")
 _AGE = re.compile(r"\b(\d{1,3})[- ]years?[- ]old\b|\baged (\d{1,3})\b", re.I)
+_FILLER = re.compile(r"^(?:and|or|\d{1,4}s?)$")  # words a genre list may hold besides the genres
 _QUOTED = re.compile(r"[\"“”]([^\"“”\n]{2,80})[\"“”]")
 _ENUM = re.compile(r"(?:^|(?<=[\s:]))(?:\d{1,2}[.)]|[-•*])\s+(?=[A-Z0-9\"“])")
 _SENTENCE_END = re.compile(r"[.!?]\s*$")
@@ -352,8 +353,10 @@ class Grounder:
         words = key.split()
         if not words or all(w in _CONNECTORS or w in _NOT_TITLES for w in words) or words[0] in _NOT_TITLES:
             return True
-        if all(w in self.category_forms or w in _CONNECTORS or w in ("and", "or") for w in words):
-            return True
+        if all(w in self.category_forms or w in _CONNECTORS or _FILLER.match(w) for w in words):
+            return True  # genres with their decades or counts: "Drama (1990s) and Thriller"
+        if _AGE.search(span):
+            return True  # "A 25-year-old" (the age itself is checked as a fact)
         if key in self.category_forms:
             return True
         if len(words) == 1:

@@ -15,16 +15,47 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from offline_jobs.context import load_context
+from offline_jobs.jobs.runner import ProfileJob
+from offline_jobs.llm.base import GenerationResult
+from offline_jobs.llm.fake import FakeBackend
+from offline_jobs.profiles.extractive import build_extractive_rows
+from offline_jobs.profiles.generation import GenerationConfig
 from offline_jobs.publish.promote import publish
 from offline_jobs.publish.qdrant_upload import qdrant_client
 from rec_contract.bundle import read_manifest, seal_manifest
 from rec_contract.profile_store import read_profiles, write_profiles
 from service.app import create_app
 from tests.integration.conftest import KEYS, service_settings
+from tests.unit._fakes import HashEmbedder
 from training.data import default_split_method, split_dataset
 from training.export import _write_profiles
 
 pytestmark = pytest.mark.integration
+
+
+def _bundle_with_store(artefacts, root: Path, store: Path) -> tuple[Path, Path]:
+    """A copy of the LightGCN bundle whose profile texts and labels come from ``store``, published to
+    a fresh Qdrant; returns the bundles root and the Qdrant folder."""
+    source = artefacts.bundles["lightgcn"]
+    bundle = root / "bundles" / source.name
+    shutil.copytree(source, bundle)
+    profiles = SimpleNamespace(
+        user_vectors=np.load(bundle / "user_profiles.npy"),
+        user_mask=np.load(bundle / "user_profile_mask.npy"),
+        item_vectors=np.load(bundle / "item_profiles.npy"),
+        item_mask=np.load(bundle / "item_profile_mask.npy"),
+    )
+    _write_profiles(
+        bundle, SimpleNamespace(profiles=profiles, profile_store=store), dataset=artefacts.dataset
+    )  # type: ignore[arg-type]
+    seal_manifest(bundle, read_manifest(bundle))
+    client = qdrant_client(path=root / "qdrant")
+    try:
+        publish(bundle, client, store)
+    finally:
+        client.close()
+    return bundle.parent, root / "qdrant"
 
 
 def _labelled_bundle(artefacts, root: Path) -> tuple[Path, Path, dict[str, list[dict]]]:
@@ -56,22 +87,7 @@ def _labelled_bundle(artefacts, root: Path) -> tuple[Path, Path, dict[str, list[
             )  # fmt: skip
     write_profiles(store, rows)
 
-    source = artefacts.bundles["lightgcn"]
-    bundle = root / "bundles" / source.name
-    shutil.copytree(source, bundle)
-    profiles = SimpleNamespace(
-        user_vectors=np.load(bundle / "user_profiles.npy"),
-        user_mask=np.load(bundle / "user_profile_mask.npy"),
-        item_vectors=np.load(bundle / "item_profiles.npy"),
-        item_mask=np.load(bundle / "item_profile_mask.npy"),
-    )
-    _write_profiles(bundle, SimpleNamespace(profiles=profiles, profile_store=store), dataset)  # type: ignore[arg-type]
-    seal_manifest(bundle, read_manifest(bundle))
-    client = qdrant_client(path=root / "qdrant")
-    try:
-        publish(bundle, client, store)
-    finally:
-        client.close()
+    bundles_root, qdrant = _bundle_with_store(artefacts, root, store)
     expected = {
         u0: [{"text": texts[(u0, 0)][0], "source": "llm", "grounded_on": history}],
         u1: [
@@ -79,7 +95,7 @@ def _labelled_bundle(artefacts, root: Path) -> tuple[Path, Path, dict[str, list[
             {"text": texts[(u1, 1)][0], "source": "llm", "grounded_on": []},
         ],
     }
-    return bundle.parent, root / "qdrant", expected
+    return bundles_root, qdrant, expected
 
 
 @pytest.mark.parametrize("engine", ["exact", "qdrant"])
@@ -102,3 +118,67 @@ def test_explain_returns_only_grounded_profiles_labelled(artefacts, redis_server
             "/v1/recommendations", json={"text": "space operas", "n": 3, "explain": True}
         ).json()
         assert cold["explanations"] == [{"text": "space operas", "source": "request", "grounded_on": []}]
+
+
+class _Inventing(FakeBackend):
+    """Every profile names a film no catalogue holds: the job falls back to the extractive profile."""
+
+    model_id = "inventing"
+
+    def generate(self, requests):
+        self.calls += 1
+        text = 'This viewer likes drama, above all the film "The Dark Knight Rider", seen every week.'
+        return [GenerationResult(text=text, finish_reason="stop", model=self.model_id) for _ in requests]
+
+
+def test_explain_labels_extractive_profiles_with_the_history_they_name(artefacts, redis_server, tmp_path):
+    """Both ways an extractive profile reaches a user (the extractive store, the generation job's
+    fallback after the grounding check rejected every attempt) end in explanations labelled
+    ``extractive`` with the user's history items the text names."""
+    dataset = artefacts.dataset
+    ctx = load_context(dataset, default_split_method(dataset.name), 2024)
+    u0, u1 = str(dataset.user_ids[0]), str(dataset.user_ids[1])
+    fresh = build_extractive_rows(ctx, 2, "t1", users=[0], items=[])
+    job = ProfileJob(
+        ctx, _Inventing(), HashEmbedder(), tmp_path / "job",
+        GenerationConfig(strategy="reclm", k=2, version="t1", max_retries=0), max_active=2,
+    )  # fmt: skip
+    try:
+        job.run([1], [])
+    finally:
+        job.close()
+    generated = {(r["entity_id"], int(r["slot"])): r for r in read_profiles(tmp_path / "job")}
+    fresh_rows = {(r["entity_id"], int(r["slot"])): r for r in fresh}
+    assert all(r["is_fallback"] for r in generated.values())
+    store = tmp_path / "store"
+    shutil.copytree(artefacts.store, store)
+    rows = read_profiles(store)
+    for row in rows:
+        key = (row["entity_id"], int(row["slot"]))
+        new = (fresh_rows.get(key) or generated.get(key)) if row["entity_type"] == "user" else None
+        if new is not None:
+            quality = new["quality"]
+            row.update(
+                {key: new[key] for key in ("text", "is_fallback", "strategy", "model")},
+                quality=quality if isinstance(quality, str) else json.dumps(quality),
+            )
+    write_profiles(store, rows)
+    bundles_root, qdrant_path = _bundle_with_store(artefacts, tmp_path / "served", store)
+    redis.Redis.from_url(redis_server.url).flushall()
+    settings = service_settings(
+        artefacts, "lightgcn", tmp_path, redis_server.url, bundles_root=bundles_root,
+        qdrant_path=qdrant_path, engine="qdrant",
+    )  # fmt: skip
+    train = ctx.train
+    with TestClient(create_app(settings), headers=KEYS) as client:
+        for user, index, source_rows in ((u0, 0, fresh_rows), (u1, 1, generated)):
+            body = client.get(f"/v1/users/{user}/recommendations?n=3&explain=true").json()
+            history = {str(dataset.item_ids[i]) for i in train[index].indices}
+            explained = body["explanations"]
+            assert [e["text"] for e in explained] == [source_rows[(user, s)]["text"] for s in (0, 1)]
+            assert all(e["source"] == "extractive" for e in explained)
+            assert explained[0]["grounded_on"]  # the overview names the user's favourites
+            for e in explained:
+                assert set(e["grounded_on"]) <= history
+                titles = {str(dataset.items["title"].iloc[dataset.item_index()[i]]) for i in e["grounded_on"]}
+                assert all(t in e["text"] for t in titles)

@@ -149,3 +149,19 @@ def test_validation_rejects_with_the_grounding_reasons(grounder):
     assert verdict.grounding is not None and verdict.grounding.score < 1
     plain = validate(text, kind="profile")
     assert plain.ok and plain.grounding is None
+
+
+def test_genre_lists_with_decades_and_age_phrases_are_not_titles(grounder):
+    verdict = user(
+        grounder, "Their taste:\n1. Crime (1990s) and Thriller\n2. A 24-year-old who loves Fargo (1996)."
+    )
+    assert [m.span for m in verdict.titles] == ["Fargo"]
+    assert verdict.passed, verdict.reasons
+    # the age is still a fact: another age contradicts the data
+    wrong = user(
+        grounder, "Their taste:\n1. Crime (1990s) and Thriller\n2. A 31-year-old who loves Fargo (1996)."
+    )
+    assert wrong.reasons == ["fact_contradiction"]
+    # an invented title in the same list is still caught
+    invented = user(grounder, "Their taste:\n1. Crime (1990s) and Thriller\n2. The Legend of Zelda (2019)")
+    assert "invented_title" in invented.reasons

@@ -381,6 +381,10 @@ def test_a_profile_failing_the_grounding_check_is_retried_then_replaced(ctx, tmp
     q = json.loads(rows[0]["quality"])
     assert q["attempts"] == 2 and q["fallback_reason"] == ["invented_title"]
     assert q["source"] == "extractive" and q["grounding"]["passed"]
+    # the fallback's label names the history items its text is grounded on
+    history = {str(ctx.dataset.item_ids[i]) for i in ctx.user_items(0)}
+    assert rows[0]["slot"] == 0 and q["grounding"]["grounded_on"]
+    assert set(q["grounding"]["grounded_on"]) <= history
     assert q["rejected_grounding"]["titles"] == [{"span": "The Dark Knight Rider", "status": "invented"}]
     # the same run with the check off keeps the invented profiles (the old behaviour)
     run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
@@ -65,3 +66,14 @@ def test_cli_flags_override_settings(monkeypatch):
     assert (
         s.llm_backend == "openai" and s.temperature == 0.3 and s.llama_batch_seqs == 4 and s.llm_model == "m"
     )
+
+
+def test_best_of_n_is_a_setting_and_a_flag_with_its_measured_default(monkeypatch):
+    from offline_jobs.cli.llm import settings_from_args
+
+    monkeypatch.delenv("PROFILEREC_PROFILE_CANDIDATES", raising=False)
+    assert JobSettings().profile_candidates == 1
+    assert "chosen by measurement" in (JobSettings.model_fields["profile_candidates"].description or "")
+    assert settings_from_args(argparse.Namespace(candidates=3)).profile_candidates == 3
+    monkeypatch.setenv("PROFILEREC_PROFILE_CANDIDATES", "2")
+    assert settings_from_args(argparse.Namespace(candidates=None)).profile_candidates == 2
