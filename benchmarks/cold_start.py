@@ -255,7 +255,7 @@ def part_thin_users(
     ]
 
 
-PARTS = ("genres", "copies", "thin_users")
+PARTS = ("genres", "copies", "thin_users", "mind")  # mind: benchmarks.cold_start_mind, its own options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -278,11 +278,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
     parser.add_argument("--seed", type=int, default=2024, help="random seed")
     parser.add_argument("--note", default="", help="free text recorded with the figures (e.g. machine load)")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {sorted(unknown)}")
+    if "mind" in parts:  # MIND trains its own bundles: the options not parsed here are its own
+        from benchmarks import cold_start_mind
+
+        note = ["--note", args.note] if args.note else []
+        cold_start_mind.main([*rest, "--data-dir", str(args.data_dir), *note])
+        parts.remove("mind")
+        if not parts:
+            return
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from rec_contract.bundle import resolve_pointer
 
     folder = resolve_pointer(args.bundles_root)
