@@ -38,9 +38,9 @@ Rows:
   (``offline_jobs.extractive``, the "audience taste" facet) for the other day-N items, and for a
   zero-shot item RecLM's similar-item route without an LLM: the profiles of its three nearest day-N
   items by raw text embedding. New items: the item tower on [text, profile];
-* ``... neighbours``: the same bundle with new items placed by the service's ``neighbours`` route (the
-  similarity-weighted mean of the vectors of their nearest catalogue items by content), vector-level
-  similar-item route, before any profile arrives.
+* ``LightGCN text+profile, neighbours``: the same bundle with new items placed by the service's default
+  ``neighbours`` route (the similarity-weighted mean of the vectors of their nearest catalogue items by
+  content: the similar-item route at the vector level), before any profile arrives.
 
 Three training seeds; mean and standard deviation. Every step is cached under ``--work-dir`` (runs,
 bundles, per-seed figures), so an interrupted benchmark resumes where it stopped.
@@ -656,21 +656,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def criteria(table: list[dict[str, Any]]) -> dict[str, Any]:
-    """Issue 16's MIND criterion for the best fused (profile) row: zero-shot R@20 >= 0.0196 (candidates:
-    all items) and full-shot R@20 >= max(MostPop, 0.0788)."""
+    """Issue 16's MIND criterion for each fused (profile) row: full-shot R@20 >= max(MostPop, 0.0788)
+    and zero-shot R@20 >= 0.0196, judged for each zero-shot candidate set (RecLM does not say which)."""
 
     def r20(row: str, setting: str) -> float:
         return next((r["R@20"] for r in table if r["row"] == row and r["setting"] == setting), float("nan"))
 
-    mostpop = r20("MostPop", "full-shot")
-    fused = sorted({r["row"] for r in table if "profile" in r["row"]})
-    verdicts = {}
-    for row in fused:
-        full, zero = r20(row, "full-shot"), r20(row, "zero-shot, all items")
+    floor = max(r20("MostPop", "full-shot"), ANCHORS["full-shot"][1])
+    verdicts: dict[str, Any] = {}
+    for row in dict.fromkeys(r["row"] for r in table if "profile" in r["row"]):
+        full = r20(row, "full-shot")
+        zero_all, zero_new = r20(row, "zero-shot, all items"), r20(row, "zero-shot, zero-shot items")
         verdicts[row] = {
             "full-shot R@20": full,
-            "zero-shot R@20 (all items)": zero,
-            "met": bool(full >= max(mostpop, ANCHORS["full-shot"][1]) and zero >= ANCHORS["zero-shot"][1]),
+            "full-shot floor": floor,
+            "zero-shot R@20 (all items)": zero_all,
+            "zero-shot R@20 (zero-shot items)": zero_new,
+            "met (zero-shot over all items)": bool(full >= floor and zero_all >= ANCHORS["zero-shot"][1]),
+            "met (zero-shot over zero-shot items)": bool(
+                full >= floor and zero_new >= ANCHORS["zero-shot"][1]
+            ),
         }
     return verdicts
 

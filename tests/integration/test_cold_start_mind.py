@@ -187,6 +187,7 @@ def test_tiny_end_to_end_through_the_bundle_and_the_service(release: Path, tmp_p
     assert set(figures["profile_sources"]) == {"gpt-3.5", "extractive", "similar items"}
     verdicts = mind.criteria(figures["table"])
     assert set(verdicts) == {"LightGCN text+profile", "LightGCN text+profile, neighbours"}
+    assert all(isinstance(v["met (zero-shot over all items)"], bool) for v in verdicts.values())
     # resumable: a second run reads every figure from the cache
     again = mind.run(args)
     assert again["table"] == figures["table"]
