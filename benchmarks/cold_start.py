@@ -20,6 +20,8 @@ of the online state, the bundle read-only), so what is measured is what is serve
   demographic line from ``u.user`` ("I am a 24-year-old man working as a technician."), and 3 liked
   items with that line. These users are in the data the bundle was trained on (the cold-start path
   never sees their ids, but the item-item statistics of the model and of item-kNN include them alike).
+* ``mind``: zero-shot items on MIND, in :mod:`benchmarks.cold_start_mind` (it trains and exports its own
+  bundles; the options this parser does not know are its own).
 
 Figures are recorded, never asserted in tests.
 """
@@ -272,7 +274,11 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data")),
         help="dataset root (default: $PROFILEREC_DATA_DIR or ../shared/data)",
     )
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated, of {', '.join(PARTS)} (mind: python -m benchmarks.cold_start_mind -h)",
+    )
     parser.add_argument("--films", type=int, default=20, help="copies: films added again")
     parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
