@@ -74,6 +74,7 @@ VALID_SHARE = 0.3  # of the users with >= 2 day-N clicks, one click each held ou
 SIMILAR_ITEMS = 3  # the similar-item route: profiles of this many nearest day-N items
 ADMIN_KEY = "cold-start-mind"
 AGREEMENT_TOP = 40
+PROFILE_BATCH = 80  # profiles per admin upsert: two 384-d vectors each, under the 2 MB body limit
 VARIANTS = ("text", "text+profile")
 
 
@@ -379,8 +380,8 @@ def served_vectors(
         if profiles is not None:
             vectors, texts = profiles
             store_version = live.bundle.manifest.profiles.store_version
-            for start in range(0, len(cold), 500):
-                chunk = cold[start : start + 500]
+            for start in range(0, len(cold), PROFILE_BATCH):
+                chunk = cold[start : start + PROFILE_BATCH]
                 entries: list[dict[str, Any]] = [
                     {
                         "entity_id": ids[i],
