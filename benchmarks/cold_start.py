@@ -20,6 +20,8 @@ of the online state, the bundle read-only), so what is measured is what is serve
   demographic line from ``u.user`` ("I am a 24-year-old man working as a technician."), and 3 liked
   items with that line. These users are in the data the bundle was trained on (the cold-start path
   never sees their ids, but the item-item statistics of the model and of item-kNN include them alike).
+* ``mind``: zero-shot items on MIND, in :mod:`benchmarks.cold_start_mind` (it trains and exports its own
+  bundles; the options this parser does not know are its own).
 
 Figures are recorded, never asserted in tests.
 """
@@ -255,7 +257,7 @@ def part_thin_users(
     ]
 
 
-PARTS = ("genres", "copies", "thin_users")
+PARTS = ("genres", "copies", "thin_users", "mind")  # mind: benchmarks.cold_start_mind, its own options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,17 +274,31 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data")),
         help="dataset root (default: $PROFILEREC_DATA_DIR or ../shared/data)",
     )
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated, of {', '.join(PARTS)} (mind: python -m benchmarks.cold_start_mind -h)",
+    )
     parser.add_argument("--films", type=int, default=20, help="copies: films added again")
     parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
     parser.add_argument("--seed", type=int, default=2024, help="random seed")
     parser.add_argument("--note", default="", help="free text recorded with the figures (e.g. machine load)")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {sorted(unknown)}")
+    if "mind" in parts:  # MIND trains its own bundles: the options not parsed here are its own
+        from benchmarks import cold_start_mind
+
+        note = ["--note", args.note] if args.note else []
+        cold_start_mind.main([*rest, "--data-dir", str(args.data_dir), *note])
+        parts.remove("mind")
+        if not parts:
+            return
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from rec_contract.bundle import resolve_pointer
 
     folder = resolve_pointer(args.bundles_root)

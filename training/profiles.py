@@ -8,13 +8,14 @@ models handle masks everywhere.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rec_contract.profile_store import read_profile_vectors
+from rec_contract.profile_store import STORE_META_FILE, read_profile_vectors
 from training.data import InteractionDataset
 
 
@@ -88,22 +89,43 @@ class ProfileInputs:
 def load_profile_inputs(folder: str | Path, dataset: InteractionDataset, k: int) -> ProfileInputs:
     """Read the K profile vectors of every user and item of ``dataset`` from a profile store."""
     folder = Path(folder)
-    users = read_profile_vectors(folder, "user", [str(u) for u in dataset.user_ids], k=k)
-    items = read_profile_vectors(folder, "item", [str(i) for i in dataset.item_ids], k=k)
-    if users.dim != items.dim:
-        raise ValueError(f"user and item profile dimensions differ in {folder}: {users.dim} vs {items.dim}")
+    counts = store_counts(folder)
+    sides = {}
+    for entity_type, ids in (("user", dataset.user_ids), ("item", dataset.item_ids)):
+        if counts.get(entity_type, 1):  # stores without the counts are read as before
+            sides[entity_type] = read_profile_vectors(folder, entity_type, [str(i) for i in ids], k=k)
+    if not sides:
+        raise ValueError(f"profile store {folder} holds no vectors")
+    dims = {side.dim for side in sides.values()}
+    if len(dims) != 1:
+        raise ValueError(f"user and item profile dimensions differ in {folder}: {sorted(dims)}")
+    dim, first = dims.pop(), next(iter(sides.values()))
+
+    def side(entity_type: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """A side the store does not hold at all (MIND: item profiles only) is all masked."""
+        if entity_type in sides:
+            return sides[entity_type].vectors, sides[entity_type].mask
+        return np.zeros((n, k, dim), np.float32), np.zeros((n, k), bool)
+
     return ProfileInputs(
-        users.vectors,
-        users.mask,
-        items.vectors,
-        items.mask,
+        *side("user", dataset.n_users),
+        *side("item", dataset.n_items),
         {
             "kind": "store",
             "path": str(folder.resolve()),
-            "version": users.version,
-            "embedding_model": users.embedding_model,
+            "version": first.version,
+            "embedding_model": first.embedding_model,
         },
     )
+
+
+def store_counts(folder: Path) -> dict[str, int]:
+    """How many users and items a store holds vectors for (``store.json``; empty when absent)."""
+    meta_path = folder / STORE_META_FILE
+    if not meta_path.exists():
+        return {}
+    counts = json.loads(meta_path.read_text()).get("counts") or {}
+    return {str(key): int(value) for key, value in counts.items()}
 
 
 def synthetic_profile_inputs(

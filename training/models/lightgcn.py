@@ -76,6 +76,9 @@ class LightGCNConfig:
     lr: float = 1e-3
     batch_size: int = 4096
     l2: float = 1e-6
+    # False: no item ID embeddings; an item's layer-0 vector is its mapped profiles (its text) alone,
+    # RecLM's "item text as item input", so a new item is scored exactly like a catalogue item
+    item_ids: bool = True
 
 
 class LightGCNTower(nn.Module):
@@ -158,7 +161,13 @@ class LightGCN(ProExFusion, Recommender):
         self.n_users, self.n_items = train.shape
         d = self.config.embedding_dim
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.item_embedding: torch.Tensor
+        if self.config.item_ids:
+            self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        else:  # items are their text: layer 0 is the mapped profiles alone (input-stage fusion)
+            if proex is None or proex.fusion_stage != "input":
+                raise ValueError("item_ids=False needs ProEx with fusion_stage='input' (items enter as text)")
+            self.register_buffer("item_embedding", torch.zeros(self.n_items, d))
         self.adjacency = normalized_adjacency(train)
         coo = sp.coo_matrix(train)
         self._train_users = coo.row.astype(np.int64)
@@ -251,12 +260,30 @@ class LightGCN(ProExFusion, Recommender):
         assert self.mapping is not None
         pooled = torch.cat(
             [
-                masked_mean(self.mapping(self.user_profiles), self.user_profile_mask),
-                masked_mean(self.mapping(self.item_profiles), self.item_profile_mask),
+                masked_mean(
+                    self.map_present(self.user_profiles, self.user_profile_mask), self.user_profile_mask
+                ),
+                masked_mean(
+                    self.map_present(self.item_profiles, self.item_profile_mask), self.item_profile_mask
+                ),
             ]
         )
         rest = self.smooth(pooled) - self.profile_weight * pooled
         return z_users + rest[: self.n_users], z_items + rest[self.n_users :]
+
+    def map_present(self, profiles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``f_psi`` of every slot of the entities that have a profile; zeros for those without.
+
+        Exact wherever the result is used (entities without profiles get zero mixing and pooling
+        weights), and it skips the mapping of, e.g., tens of thousands of users with no profile.
+        """
+        assert self.mapping is not None
+        present = mask.any(dim=1)
+        if bool(present.all()):
+            return self.mapping(profiles)
+        index = torch.nonzero(present).squeeze(1)
+        out = profiles.new_zeros(profiles.shape[0], profiles.shape[1], self.config.embedding_dim)
+        return out.index_copy(0, index, self.mapping(profiles.index_select(0, index)))
 
     def l2_penalty(self) -> torch.Tensor:
         """Squared L2 norm of the ID embeddings (``f_psi`` has its own ``mapping_weight_decay``)."""
@@ -298,8 +325,8 @@ class LightGCN(ProExFusion, Recommender):
         item_mask = self.item_profile_mask.index_select(0, uniq_items)
         theta = environment_theta(self.proex)  # one set of environments for users and items
         if self.fuses_input:
-            all_users = self.mapping(self.user_profiles)  # [n_users, K, d]
-            all_items = self.mapping(self.item_profiles)  # [n_items, K, d]
+            all_users = self.map_present(self.user_profiles, self.user_profile_mask)  # [n_users, K, d]
+            all_items = self.map_present(self.item_profiles, self.item_profile_mask)  # [n_items, K, d]
             smoothed = self.smooth_environments(
                 mix(mix_weights(theta, self.user_profile_mask), all_users),
                 mix(mix_weights(theta, self.item_profile_mask), all_items),
