@@ -26,6 +26,7 @@ trained vectors of the nearest catalogue items by content, the service's default
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.cold_start import ok, service
+from rec_contract.atomic import atomic_write_text
 
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 2024
@@ -294,23 +296,35 @@ def evaluate_all(
     data_dir: str | Path | None = None,
     log: Any = print,
 ) -> list[dict[str, Any]]:
-    """Evaluate every exported bundle of ``runs`` (model, variant, seed) on both routes."""
+    """Evaluate every exported bundle of ``runs`` (model, variant, seed) on both routes. Each
+    evaluation is kept in ``<root>/evaluations/`` with its bundle version and the held-out items, and
+    reused while they match (the part resumes like its training)."""
+    from rec_contract.bundle import resolve_pointer
+
     held, dataset = held_out(data_dir)
     texts = item_texts(root / "profiles")
     meta = item_meta(dataset, held)
     truth = held.truth()
     rand = random_metrics(truth[np.flatnonzero(np.diff(truth.indptr) > 0)])
+    key = hashlib.sha256("\x1f".join(held.item_ids).encode()).hexdigest()[:16]
     results = []
     for model, variant, seed in runs:
         bundles = root / "bundles" / run_name(model, variant, seed)
         if not (bundles / "current").exists():
             log(f"{run_name(model, variant, seed)}: no bundle yet, left out")
             continue
+        version = resolve_pointer(bundles).name
         for route in ROUTES:
             name = f"{run_name(model, variant, seed)}-{route}"
-            res = evaluate_bundle(bundles, held, texts, meta, scratch / name, route)
-            res.update(model=model, variant=variant, seed=seed, route=route, random=rand)
+            cache = root / "evaluations" / f"{name}.json"
+            kept = json.loads(cache.read_text()) if cache.exists() else {}
+            if kept.get("bundle") == version and kept.get("held_out") == key:
+                res = kept["result"]
+            else:
+                res = evaluate_bundle(bundles, held, texts, meta, scratch / name, route)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(cache, json.dumps({"bundle": version, "held_out": key, "result": res}))
+            res.update(model=model, variant=variant, seed=seed, route=route, random=rand, bundle=version)
             log(f"{name}: R@20 {res['metrics']['recall@20']:.4f} (agreement {res['agreement']})")
             results.append(res)
-    (scratch / "new_items_results.json").write_text(json.dumps(results, indent=1, default=float))
     return results

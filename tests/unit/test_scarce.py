@@ -87,3 +87,35 @@ def test_the_table_says_where_proex_stops_helping() -> None:
     assert stops_helping({0.1: True, 1.0: True}, (0.1, 1.0)).startswith("helps at every")
     assert stops_helping({0.1: False, 1.0: False}, (0.1, 1.0)).startswith("helps at no")
     assert stops_helping({}, (0.1,)) == "not measured"
+
+
+def test_a_run_trains_on_its_subsample_says_so_and_is_reused_only_for_it(tmp_path) -> None:
+    import json
+    from dataclasses import replace
+
+    from benchmarks.sparsity import finished
+    from training.data.split import Split
+    from training.models import TrainConfig
+    from training.runs import RunSpec, execute_run
+
+    dataset = toy_dataset([50, 45, 48, 42, 50, 44, 46, 49])  # K=40 needs 40 items
+    dataset.save(tmp_path / "toy")
+    spec = RunSpec(
+        dataset=str(tmp_path / "toy"),
+        model="multvae",
+        train=TrainConfig(epochs=1, eval_every=1, patience=1, seed=3, progress=False),
+        out=str(tmp_path / "run"),
+        baselines=None,
+        train_fraction=0.5,
+        subsample_seed=3,
+    )
+    execute_run(spec)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train_fraction"] == 0.5 and config["subsample_seed"] == 3
+    saved = Split.load(tmp_path / "run" / "split")
+    full = split_dataset(dataset, "random", seed=spec.split_seed)
+    assert _pairs(saved.train) == _pairs(subsample_train(full, 0.5, seed=3).train)
+    assert _pairs(saved.test) == _pairs(full.test) and _pairs(saved.valid) == _pairs(full.valid)
+    assert finished(spec) is not None  # resumable: the finished run is found ...
+    assert finished(replace(spec, train_fraction=0.25)) is None  # ... only for its own fraction
+    assert finished(replace(spec, subsample_seed=4)) is None
