@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(os.environ.get("PROFILEREC_DATA_DIR", "../shared/data")),
         help="dataset root (default: $PROFILEREC_DATA_DIR or ../shared/data)",
     )
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(BUNDLE_PARTS),
+        help=f"comma-separated, of {', '.join(PARTS)} (default: the parts measured on the bundle; "
+        "new_items and sparsity train dozens of runs)",
+    )
     parser.add_argument("--films", type=int, default=20, help="copies: films added again")
     parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
