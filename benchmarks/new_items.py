@@ -261,16 +261,20 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return {**out, **extra}
 
     by_row: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    per_seed: dict[int, dict[str, Any]] = {}  # random and text similarity: the same in every bundle of a seed
     for res in results:
         by_row.setdefault((res["model"], res["variant"], res["route"]), []).append(res)
-    rows = []
-    first = [r for r in results if r["route"] == ROUTES[0]]
-    rows.append(row("random", [r["random"] for r in first if r["model"] == first[0]["model"]], False))
-    text = [r["text_similarity"] for r in first if r["text_similarity"] is not None]
-    seen_seeds: dict[int, dict[str, float]] = {}
-    for r, t in zip([r for r in first if r["text_similarity"] is not None], text, strict=True):
-        seen_seeds.setdefault(r["seed"], t)  # the same encoder and items in every bundle of a seed
-    rows.append(row("text similarity to the user's history", list(seen_seeds.values()), False))
+        if res["text_similarity"] is not None:
+            per_seed.setdefault(res["seed"], res)
+    rows = [
+        row("random", [r["random"] for r in per_seed.values()], False, service_agreement_max_abs=""),
+        row(
+            "text similarity to the user's history",
+            [r["text_similarity"] for r in per_seed.values()],
+            False,
+            service_agreement_max_abs="",
+        ),
+    ]
     for (model, variant, route), entries in sorted(by_row.items()):
         agreement = max(e["agreement"]["max_abs"] for e in entries)
         rows.append(
@@ -278,13 +282,14 @@ def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{model} {variant}: {route}",
                 [e["metrics"] for e in entries],
                 variant == "proex",
-                service_agreement_max_abs=float(f"{agreement:.2g}"),
+                service_agreement_max_abs=f"{agreement:.1e}",
             )
         )
     random_r20 = rows[0]["R@20"]
     strongest = max((r for r in rows if not r["profiles"]), key=lambda r: r["R@20"])
     for r in rows:
         r["x_random_R@20"] = round(r["R@20"] / random_r20, 2) if random_r20 else float("nan")
+        r["vs_text_similarity_%"] = round(100 * (r["R@20"] - rows[1]["R@20"]) / rows[1]["R@20"], 2)
         r["vs_strongest_non_profile_%"] = round(100 * (r["R@20"] - strongest["R@20"]) / strongest["R@20"], 2)
     return rows
 
