@@ -149,17 +149,22 @@ def table(
     for fraction in fractions:
         # the strongest non-profile row at this fraction: the base models and the baselines of
         # each base run's split (mean over the seeds that have it)
+        # (every model's runs of a seed share one split: the baselines are taken once per seed)
         others: dict[str, list[float]] = {}
+        fitted: set[int] = set()
         for model in models:
             for seed in seeds:
                 found = results.get(Cell(model, "base", fraction, seed))
                 if found is None:
                     continue
                 others.setdefault(f"{model} base", []).append(found["metrics"]["test"]["recall@20"])
-                for result in (found["metrics"].get("baselines") or {}).values():
+                baselines = found["metrics"].get("baselines") or {}
+                if seed in fitted or not baselines:
+                    continue
+                fitted.add(seed)
+                for result in baselines.values():
                     if "test" in result:
-                        label = f"{result['label']} (on {model}'s split)"
-                        others.setdefault(label, []).append(result["test"]["recall@20"])
+                        others.setdefault(str(result["label"]), []).append(result["test"]["recall@20"])
         strongest = max(others.items(), key=lambda kv: _mean(kv[1]), default=None)
         for model in models:
             pairs = [
