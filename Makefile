@@ -37,9 +37,10 @@ redis:  ## make sure redis-server is installed (tests start their own on a free 
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1; fi; }
 
-lint: $(STAMP)  ## ruff check and format check
+lint: $(STAMP)  ## ruff check, format check, the code-layout check (cycles, layers, sizes)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m scripts.check_layout
 
 format: $(STAMP)  ## apply ruff formatting and fixes
 	$(BIN)/ruff format .

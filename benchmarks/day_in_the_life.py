@@ -1384,7 +1384,7 @@ class Replay:
         return manifest.profiles.strategy if manifest.profiles.strategy not in ("", "extractive") else "proex"
 
     def nightly_refresh(self, kill: bool) -> None:
-        argv = ["-m", "offline_jobs.cli", "refresh"]
+        argv = ["-m", "offline_jobs.cli.jobs", "refresh"]
         env = {"PROFILEREC_REFRESH_STRATEGY": self.refresh_strategy()}
         if kill:
             crashed = self.run_job(argv, "refresh-killed", {**env, CRASH_ENV: self.cfg.kill_refresh_at})
@@ -1416,7 +1416,7 @@ class Replay:
         )
 
     def check_refresh(self, result: JobResult) -> dict[str, Any]:
-        from offline_jobs.live_data import is_positive
+        from offline_jobs.refresh.live_data import is_positive
 
         outcome: dict[str, Any] = {
             "code": result.code,
@@ -1506,7 +1506,7 @@ class Replay:
         live = resolve_pointer(self.d.bundles_root).name
         before = set(list_versions(self.d.bundles_root))
         argv = [
-            "-m", "offline_jobs.pipeline_cli", "retrain", "--epochs", str(cfg.retrain_epochs),
+            "-m", "offline_jobs.cli.pipeline", "retrain", "--epochs", str(cfg.retrain_epochs),
             "--eval-every", "1", "--patience", "3", "--tolerance", str(cfg.retrain_tolerance),
         ]  # fmt: skip
         self.transition = {ANY_VERSION}  # the retrain promotes by itself when the gate passes
@@ -1568,7 +1568,7 @@ class Replay:
         return f"(Recall@20 {gate.get('candidate', 0):.4f} vs live {gate.get('live', 0):.4f})"
 
     def pipeline(self, args: list[str], label: str) -> JobResult:
-        result = self.run_job(["-m", "offline_jobs.pipeline_cli", *args], label)
+        result = self.run_job(["-m", "offline_jobs.cli.pipeline", *args], label)
         if result.code != 0:
             self.violation(
                 f"profilerec-pipeline {args[0]} exited {result.code}", " ".join(args), result.stderr[-2000:]
@@ -1586,7 +1586,7 @@ class Replay:
             resolve_pointer(self.d.bundles_root, "previous")
         except Exception as exc:
             problems.append(f"a pointer does not resolve: {exc}")
-        status = self.run_job(["-m", "offline_jobs.pipeline_cli", "status"], "status")
+        status = self.run_job(["-m", "offline_jobs.cli.pipeline", "status"], "status")
         try:
             reported = json.loads(status.stdout)["current"]["version"]
         except (ValueError, KeyError, TypeError):

@@ -3,8 +3,9 @@ loopback against ``python -m service`` (2 workers, keys required) on a private :
 
 - :func:`redis_kill`: Redis SIGKILLed and restarted under a steady mixed load;
 - :func:`qdrant_unavailable`: the Qdrant engine, its Qdrant hanging (accepts, never answers) or gone
-  (port refused) after the service started: every request answered within the configured timeout,
-  503 + Retry-After + a JSON reason;
+  (port refused) while the service serves: every request answered within the configured timeout,
+  503 + Retry-After + a JSON reason; then Qdrant back, and the same service processes serve again
+  (and, for ``down``, the service started while Qdrant refuses, serving once it answers);
 - :func:`corrupt_bundle`: a bundle with one corrupted file promoted while serving;
 - :func:`feedback_kills`: the service SIGKILLed during acknowledged feedback writes.
 
@@ -13,6 +14,7 @@ Each returns its figures (a dict); the integration tests run them small and asse
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import shutil
@@ -99,33 +101,33 @@ def redis_kill(
 
 
 # ---------------------------------------------------------------------- Qdrant down or hanging
-def qdrant_unavailable(
-    deployment: Deployment, mode: str, timeout_s: float = 2.0, workers: int = 2, requests: int = 24
-) -> dict[str, Any]:
-    """The service on the Qdrant engine, its Qdrant failing after the service started serving. There is
-    no Qdrant server here: :class:`FakeQdrant` answers the startup check (the items collection exists),
-    so the bundle loads, and holds every other request unanswered (``mode="hang"``); for
-    ``mode="down"`` it then closes its port (refused). Requests that need the item store (known user,
-    cold start, new item) must be 503 with ``Retry-After`` and a JSON error within ``timeout_s`` (+ 1 s
-    for the answer itself), half of them sent one at a time, half at once. Recovery without a restart
-    needs a real Qdrant answering again and is not measured."""
-    catalogue = Catalogue.of(deployment)
-    outcomes: list[dict[str, Any]] = []
-    lock = threading.Lock()
+class _Prober:
+    """Requests that need the item store (known user, cold start, new item, in turn), each outcome kept:
+    status, seconds, Retry-After, the JSON error code, the body."""
 
-    def one(i: int, client: httpx.Client) -> None:
+    def __init__(self, url: str, catalogue: Catalogue, timeout_s: float) -> None:
+        self.catalogue = catalogue
+        self.client = httpx.Client(base_url=url, headers=KEYS, timeout=timeout_s + 30)
+        self.lock = threading.Lock()
+        self.sent = 0
+
+    def close(self) -> None:
+        self.client.close()
+
+    def one(self, i: int) -> dict[str, Any]:
         kind = ("known", "cold", "upsert")[i % 3]
+        users, items = self.catalogue.users, self.catalogue.items
         if kind == "known":
-            request = client.build_request("GET", f"/v1/users/{catalogue.users[i]}/recommendations")
+            request = self.client.build_request("GET", f"/v1/users/{users[i % len(users)]}/recommendations")
         elif kind == "cold":
-            body = {"liked_items": catalogue.items[i : i + 2], "n": 10}
-            request = client.build_request("POST", "/v1/recommendations", json=body)
+            body = {"liked_items": items[i % 300 : i % 300 + 2], "n": 10}
+            request = self.client.build_request("POST", "/v1/recommendations", json=body)
         else:
             item = {"title": f"Resilience probe {i}", "categories": ["Drama"], "text": "a test item"}
-            request = client.build_request("PUT", f"/v1/items/qprobe-{i}", json=item)
+            request = self.client.build_request("PUT", f"/v1/items/qprobe-{i}", json=item)
         began = time.monotonic()
         try:
-            answer = client.send(request)
+            answer = self.client.send(request)
             status, headers, text = answer.status_code, answer.headers, answer.text
         except httpx.HTTPError as exc:
             status, headers, text = -1, httpx.Headers(), type(exc).__name__
@@ -134,42 +136,49 @@ def qdrant_unavailable(
             reason = json.loads(text)["error"]["code"]
         except (ValueError, KeyError, TypeError):
             reason = None
-        with lock:
-            outcomes.append(
-                {"kind": kind, "status": status, "seconds": seconds,
-                 "retry_after": headers.get("Retry-After"), "body": text, "reason": reason}
-            )  # fmt: skip
+        return {"kind": kind, "status": status, "seconds": seconds,
+                "retry_after": headers.get("Retry-After"), "body": text, "reason": reason}  # fmt: skip
 
-    with FakeQdrant() as qdrant:
-        service = Service(
-            deployment,
-            workers,
-            "",
-            engine="qdrant",
-            qdrant_url=qdrant.url,
-            qdrant_timeout_s=str(timeout_s),
-            reload_interval_s="0",
-        )
-        with service.running(wait_for="/healthz"):
-            ready = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
-            if ready.json().get("checks", {}).get("bundle") != "ok":
-                raise RuntimeError(f"the bundle did not load on the fake Qdrant: {ready.text}")
-            if mode == "down":
-                qdrant.go_down()
-            with httpx.Client(base_url=service.url, headers=KEYS, timeout=timeout_s + 30) as client:
-                for i in range(requests // 2):
-                    one(i, client)
-                burst = range(requests // 2, requests)
-                pool = [threading.Thread(target=one, args=(i, client)) for i in burst]
-                for t in pool:
-                    t.start()
-                for t in pool:
-                    t.join()
-            ready = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
+    def batch(self, n: int) -> list[dict[str, Any]]:
+        """``n`` requests: half one at a time, half at once."""
+        with self.lock:
+            first, self.sent = self.sent, self.sent + n
+        outcomes = [self.one(i) for i in range(first, first + n // 2)]
+        pool = [
+            threading.Thread(target=lambda i=i: outcomes.append(self.one(i)))
+            for i in range(first + n // 2, first + n)
+        ]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        return outcomes
+
+    def until_served(self, consecutive: int, deadline_s: float) -> float | None:
+        """Seconds until ``consecutive`` requests in a row were answered 2xx (None: not by the
+        deadline); the time counts to the first of them."""
+        started = time.monotonic()
+        run_began: float | None = None
+        run = 0
+        while time.monotonic() - started < deadline_s:
+            with self.lock:
+                i, self.sent = self.sent, self.sent + 1
+            began = time.monotonic()
+            if 200 <= self.one(i)["status"] < 300:
+                run_began = began if run == 0 else run_began
+                run += 1
+                if run >= consecutive and run_began is not None:
+                    return run_began - started
+            else:
+                run = 0
+                time.sleep(0.1)
+        return None
+
+
+def _shaped(outcomes: list[dict[str, Any]], timeout_s: float, url: str) -> dict[str, Any]:
+    """The fault-phase figures: 503 + Retry-After + a JSON reason, within the timeout (+ 1 s)."""
     shaped = [o for o in outcomes if o["status"] == 503 and o["retry_after"] and o["reason"]]
     return {
-        "mode": mode,
-        "timeout_s": timeout_s,
         "requests": len(outcomes),
         "503_retry_after_json": len(shaped),
         "other": [f"{o['kind']} {o['status']}" for o in outcomes if o not in shaped][:10],
@@ -177,9 +186,162 @@ def qdrant_unavailable(
         "p50_s": round(sorted(o["seconds"] for o in outcomes)[len(outcomes) // 2], 2),
         "max_s": round(max(o["seconds"] for o in outcomes), 2),
         "within_timeout": sum(1 for o in outcomes if o["seconds"] <= timeout_s + 1.0),
-        "bodies_naming_the_url": sum(1 for o in outcomes if qdrant.url in o["body"]),
-        "readyz_status": ready.status_code,
-        "readyz_checks": ready.json().get("checks"),
+        "bodies_naming_the_url": sum(1 for o in outcomes if url in o["body"]),
+    }
+
+
+async def _create_collections(deployment: Deployment) -> None:
+    """Create the live bundle's collections in the embedded storage, as the export job does on a
+    server (the items' content collection is otherwise created by the service when it opens the
+    bundle, upserting the catalogue through the stand-in within the request timeout)."""
+    from service.runtime import build_runtime
+    from service.settings import ServiceSettings
+
+    rt = build_runtime(
+        ServiceSettings(
+            work_dir=deployment.work_dir,
+            bundles_root=deployment.bundles_root,
+            engine="qdrant",
+            qdrant_path=deployment.work_dir / "qdrant",
+            redis_url=None,
+            reload_interval_s=0,
+            feedback_log=deployment.feedback_log,
+            catalog_log=deployment.catalog_log,
+        )
+    )
+    try:
+        if not await rt.refresh_bundle():
+            raise RuntimeError(f"the live bundle did not open on the embedded Qdrant: {rt.holder.error}")
+    finally:
+        await rt.close()
+
+
+def _on_qdrant(deployment: Deployment, workers: int, qdrant: FakeQdrant, timeout_s: float) -> Service:
+    """The service on the Qdrant engine, the stand-in's URL, no bundle watcher."""
+    return Service(
+        deployment,
+        workers,
+        "",
+        engine="qdrant",
+        qdrant_url=qdrant.url,
+        qdrant_timeout_s=str(timeout_s),
+        reload_interval_s="0",
+    )
+
+
+def _ok(outcomes: list[dict[str, Any]]) -> int:
+    return sum(1 for o in outcomes if 200 <= o["status"] < 300)
+
+
+def qdrant_unavailable(
+    deployment: Deployment,
+    mode: str,
+    timeout_s: float = 2.0,
+    workers: int = 2,
+    requests: int = 24,
+    recovery_deadline_s: float = 60.0,
+) -> dict[str, Any]:
+    """The service on the Qdrant engine, its Qdrant failing while the service serves, then back. There
+    is no Qdrant server here: :class:`FakeQdrant` answers Qdrant's REST API from the deployment's
+    embedded storage (qdrant-client local mode), then holds every request unanswered
+    (``mode="hang"``) or closes its port (``mode="down"``), then answers again on the same port.
+
+    Phases, each ``requests`` requests that need the item store (known user, cold start, new item; half
+    one at a time, half at once): before (2xx expected), during (503 with ``Retry-After`` and a JSON
+    error within ``timeout_s`` + 1 s), after Qdrant is back (the same service processes, no restart:
+    2xx again; ``recovery_s`` is how long until 6 requests in a row were answered 2xx).
+
+    With ``mode="down"``, the service is also started while Qdrant is unreachable (no bundle watcher:
+    ``reload_interval_s`` 0): requests get 503 + Retry-After, and once Qdrant answers the same process
+    loads its bundle and serves (``startup_*`` figures)."""
+    catalogue = Catalogue.of(deployment)
+    storage = deployment.work_dir / "qdrant"
+    if not (storage / "collection").is_dir():
+        raise FileNotFoundError(f"{storage} holds no Qdrant collections (the deployment has no Qdrant)")
+    asyncio.run(_create_collections(deployment))
+    figures: dict[str, Any] = {"mode": mode, "timeout_s": timeout_s}
+    with FakeQdrant(storage) as qdrant:
+        service = _on_qdrant(deployment, workers, qdrant, timeout_s)
+        with service.running(wait_for="/readyz"):
+            pid = service.process.pid
+            prober = _Prober(service.url, catalogue, timeout_s)
+            try:
+                before = prober.batch(requests)
+                if mode == "down":
+                    qdrant.go_down()
+                else:
+                    qdrant.hang()
+                during = prober.batch(requests)
+                ready_during = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
+                qdrant.come_back()
+                recovery_s = prober.until_served(6, recovery_deadline_s)
+                after = prober.batch(requests)
+            finally:
+                prober.close()
+            ready_after = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
+            proc = service.process.proc
+            same_process = service.process.pid == pid and proc is not None and proc.poll() is None
+    figures.update(_shaped(during, timeout_s, qdrant.url))
+    figures.update(
+        {
+            "before_requests": len(before),
+            "before_ok": _ok(before),
+            "readyz_status": ready_during.status_code,
+            "readyz_checks": ready_during.json().get("checks"),
+            "recovery_s": None if recovery_s is None else round(recovery_s, 2),
+            "after_requests": len(after),
+            "after_ok": _ok(after),
+            "after_statuses": dict(Counter(f"{o['kind']} {o['status']}" for o in after)),
+            "readyz_after_status": ready_after.status_code,
+            "same_service_process": same_process,
+        }
+    )
+    if mode == "down":
+        figures.update(
+            _qdrant_down_at_startup(deployment, catalogue, timeout_s, workers, recovery_deadline_s)
+        )
+    return figures
+
+
+def _qdrant_down_at_startup(
+    deployment: Deployment, catalogue: Catalogue, timeout_s: float, workers: int, deadline_s: float
+) -> dict[str, Any]:
+    """The service started while its Qdrant refuses (``reload_interval_s`` 0), then Qdrant up."""
+    storage = deployment.work_dir / "qdrant"
+    with FakeQdrant(storage) as qdrant:
+        qdrant.go_down()
+        service = _on_qdrant(deployment, workers, qdrant, timeout_s)
+        with service.running(wait_for="/healthz"):
+            pid = service.process.pid
+            ready_down = httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10)
+            prober = _Prober(service.url, catalogue, timeout_s)
+            try:
+                down = prober.batch(6)
+                qdrant.come_back()
+                back_at = time.monotonic()
+                ready_s: float | None = None
+                while time.monotonic() - back_at < deadline_s:
+                    if httpx.get(f"{service.url}/readyz", timeout=timeout_s + 10).status_code == 200:
+                        ready_s = time.monotonic() - back_at
+                        break
+                    time.sleep(0.25)
+                recovery_s = prober.until_served(6, deadline_s)
+                after = prober.batch(6)
+            finally:
+                prober.close()
+            same_process = service.process.pid == pid
+    return {
+        "startup_readyz_checks": ready_down.json().get("checks"),
+        "startup_requests": len(down),
+        "startup_503_retry_after_json": sum(
+            1 for o in down if o["status"] == 503 and o["retry_after"] and o["reason"]
+        ),
+        "startup_max_s": round(max(o["seconds"] for o in down), 2),
+        "startup_ready_after_s": None if ready_s is None else round(ready_s, 2),
+        "startup_recovery_s": None if recovery_s is None else round(recovery_s, 2),
+        "startup_after_ok": _ok(after),
+        "startup_after_requests": len(after),
+        "startup_same_service_process": same_process,
     }
 
 

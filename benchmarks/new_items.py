@@ -60,7 +60,7 @@ def held_out(data_dir: str | Path | None = None) -> Any:
 def prepare(root: Path, data_dir: str | Path | None = None) -> dict[str, Path]:
     """Write (once) the remaining catalogue as a dataset folder and its extractive profile store."""
     from offline_jobs.context import JobContext, _movielens_ratings
-    from offline_jobs.profile_builder import BuildOptions, build_profiles
+    from offline_jobs.jobs.builder import BuildOptions, build_profiles
     from rec_contract.profile_store import VECTORS_FILE
     from training.data import data_root, split_dataset
     from training.data.split import Split

@@ -5,7 +5,7 @@ seeded sample of further users and items), runs the real generation job (embedde
 default) once per configuration and reports, per configuration:
 
 * ``hallucinated_rate``: share of the kept profiles that name at least one title not grounded in the
-  entity's data (:mod:`offline_jobs.grounding`; an extractive fallback counts as grounded: it is
+  entity's data (:mod:`offline_jobs.profiles.grounding`; an extractive fallback counts as grounded: it is
   computed from the data);
 * ``category_precision``: supported / mentioned genres, over every kept profile;
 * ``fallback_rate``: share of the kept profiles that are extractive fallbacks;
@@ -56,7 +56,7 @@ def sample(ctx: Any, n_users: int, n_items: int, seed: int) -> tuple[list[int], 
 
 def measure(folder: Path, ctx: Any) -> dict[str, Any]:
     """The quality figures of one generated profile store."""
-    from offline_jobs.grounding import Grounder
+    from offline_jobs.profiles.grounding import Grounder
     from rec_contract.profile_store import read_profiles, read_store_vectors
 
     grounder = Grounder(ctx)
@@ -95,7 +95,7 @@ def run(
     configs: list[str], n_users: int, n_items: int, seed: int, work: Path, k: int
 ) -> list[dict[str, Any]]:
     from offline_jobs.context import load_context
-    from offline_jobs.profile_builder import BuildOptions, build_profiles
+    from offline_jobs.jobs.builder import BuildOptions, build_profiles
     from offline_jobs.settings import JobSettings
 
     ctx = load_context("movielens-100k")
@@ -107,7 +107,7 @@ def run(
         spec = CONFIGS[name]
         out = work / name
         settings = JobSettings(grounding=spec["grounding"], profile_candidates=spec["candidates"])
-        prompt_file = resources.files("offline_jobs.prompts").joinpath(f"{spec['prompts']}.toml")
+        prompt_file = resources.files("offline_jobs.profiles.prompts").joinpath(f"{spec['prompts']}.toml")
         options = BuildOptions(
             "proex", k, f"bench-{name}", cache_path=cache, prompt_file=str(prompt_file), show_progress=False
         )

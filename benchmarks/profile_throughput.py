@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import print_table, record
-from offline_jobs.torch_backend import default_attention_dtype
+from offline_jobs.llm.torch_engine import default_attention_dtype
 
 FULL_USERS = 943
 FULL_ITEMS = 1682
@@ -28,9 +28,9 @@ FULL_ITEMS = 1682
 
 def _f1_requests(n: int, max_tokens: int, seed: int) -> list[Any]:
     from offline_jobs.context import load_context
-    from offline_jobs.entity_text import EntityText
-    from offline_jobs.llm import ChatRequest
-    from offline_jobs.prompts import load_prompts
+    from offline_jobs.llm.base import ChatRequest
+    from offline_jobs.profiles.entity_text import EntityText
+    from offline_jobs.profiles.prompts import load_prompts
 
     ctx = load_context("movielens-100k")
     texts = EntityText(ctx)
@@ -51,10 +51,10 @@ def _f1_requests(n: int, max_tokens: int, seed: int) -> list[Any]:
 
 def _backend(name: str, batch: int, threads: int, attention_dtype: str | None = None) -> Any:
     if name == "llama_cpp":
-        from offline_jobs.llama_backend import LlamaCppBackend
+        from offline_jobs.llm.llama import LlamaCppBackend
 
         return LlamaCppBackend(n_seq=batch, n_ctx_per_seq=1024, n_threads=threads)
-    from offline_jobs.torch_backend import TorchGGUFBackend
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     return TorchGGUFBackend(
         n_seq=batch, n_ctx_per_seq=1024, n_threads=threads, attention_dtype=attention_dtype
@@ -100,7 +100,7 @@ def project(
     backend: str, batch: int, users: int, items: int, max_tokens: int, threads: int, workers: int = 1
 ) -> dict[str, Any]:
     """Run the real ProEx job (K=4) on a sample and scale to the full dataset."""
-    from offline_jobs.cli import main as jobs_main
+    from offline_jobs.cli.jobs import main as jobs_main
 
     out = Path(tempfile.mkdtemp(prefix="profile-throughput-"))
     try:

@@ -38,7 +38,8 @@ def _copy_deployment(bundles_root: Path, qdrant_path: Path, tmp: Path) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> None:
-    from offline_jobs.refresh import RefreshSettings, run_refresh
+    from offline_jobs.refresh.job import run_refresh
+    from offline_jobs.refresh.state import RefreshSettings
     from rec_contract.bundle import read_manifest, resolve_pointer
     from rec_contract.event_log import append_events
     from training.data import load_dataset

@@ -10,10 +10,9 @@ machine load:
   documented schema, statuses other than the expected ones (no Redis);
 - ``redis_kill``, ``qdrant_down``, ``qdrant_hang``, ``corrupt_bundle``, ``feedback_kills``: see
   :mod:`benchmarks.fault_parts`;
+- ``refresh_kills``: the refresh job SIGKILLed at ``--kills`` seeded random moments, each rerun
+  compared with an uninterrupted run: see :mod:`benchmarks.refresh_kills`;
 - ``soak``: 80% of the measured maximum rate for ``--soak-s``: see :mod:`benchmarks.resilience_soak`.
-
-Not implemented: the refresh job killed at random points (``test_day_in_the_life`` kills it at one
-named point and checks the rerun).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from benchmarks import fault_parts
 from benchmarks.bad_input import corpus, run_corpus, summarise
 from benchmarks.day_in_the_life import ADMIN_KEY, API_KEY, Deployment
 from benchmarks.fault_stack import Service
+from benchmarks.refresh_kills import refresh_kills
 from benchmarks.resilience_soak import soak
 from benchmarks.results import print_table, record
 from rec_contract.bundle import resolve_pointer
@@ -47,25 +48,33 @@ def _catalogue_sample(bundle: Path) -> tuple[str, str, tuple[str, str]]:
     return str(users[0]), str(items[best]), (c1, c2)
 
 
-PARTS = ("bad_input", "redis_kill", "qdrant_down", "qdrant_hang", "corrupt_bundle", "feedback_kills", "soak")
+PARTS = (
+    "bad_input",
+    "redis_kill",
+    "qdrant_down",
+    "qdrant_hang",
+    "corrupt_bundle",
+    "feedback_kills",
+    "refresh_kills",
+    "soak",
+)
 
 
 def run_part(part: str, deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
-    if part == "bad_input":
-        return bad_input(deployment, args.workers)
-    if part == "redis_kill":
-        return fault_parts.redis_kill(deployment, args.workers, phase_s=args.phase_s)
-    if part in ("qdrant_down", "qdrant_hang"):
-        return fault_parts.qdrant_unavailable(
-            deployment, part.removeprefix("qdrant_"), args.qdrant_timeout_s, args.workers
-        )
-    if part == "corrupt_bundle":
-        return fault_parts.corrupt_bundle(deployment, args.workers, phase_s=args.phase_s)
-    if part == "feedback_kills":
-        return fault_parts.feedback_kills(deployment, args.kills, args.workers)
-    if part == "soak":
-        return soak(deployment, args.soak_s, args.workers)
-    raise ValueError(f"unknown part {part!r} (one of {', '.join(PARTS)})")
+    w = args.workers
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
+        "bad_input": lambda: bad_input(deployment, w),
+        "redis_kill": lambda: fault_parts.redis_kill(deployment, w, phase_s=args.phase_s),
+        "qdrant_down": lambda: fault_parts.qdrant_unavailable(deployment, "down", args.qdrant_timeout_s, w),
+        "qdrant_hang": lambda: fault_parts.qdrant_unavailable(deployment, "hang", args.qdrant_timeout_s, w),
+        "corrupt_bundle": lambda: fault_parts.corrupt_bundle(deployment, w, phase_s=args.phase_s),
+        "feedback_kills": lambda: fault_parts.feedback_kills(deployment, args.kills, w),
+        "refresh_kills": lambda: refresh_kills(deployment, args.kills, strategy=args.refresh_strategy),
+        "soak": lambda: soak(deployment, args.soak_s, w),
+    }
+    if part not in parts:
+        raise ValueError(f"unknown part {part!r} (one of {', '.join(PARTS)})")
+    return parts[part]()
 
 
 def bad_input(deployment: Deployment, workers: int) -> dict[str, Any]:
@@ -91,7 +100,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     parser.add_argument("--workers", type=int, default=2, help="service worker processes")
     parser.add_argument("--phase-s", type=float, default=15.0, help="redis_kill / corrupt_bundle phases")
-    parser.add_argument("--kills", type=int, default=20, help="feedback_kills: how many SIGKILLs")
+    parser.add_argument(
+        "--kills", type=int, default=20, help="feedback_kills, refresh_kills: how many SIGKILLs"
+    )
+    parser.add_argument(
+        "--refresh-strategy",
+        default="extractive",
+        help="refresh_kills: the refresh's profile strategy (extractive: no LLM; proex: the embedded LLM)",
+    )
     parser.add_argument(
         "--qdrant-timeout-s", type=float, default=2.0, help="qdrant_down / qdrant_hang: the service's timeout"
     )
@@ -129,11 +145,16 @@ def main(argv: list[str] | None = None) -> None:
             params = {"part": part, "workers": args.workers, "from_dir": str(args.from_dir)}
             if part in ("redis_kill", "corrupt_bundle"):
                 params["phase_s"] = args.phase_s
-            if part == "feedback_kills":
+            if part in ("feedback_kills", "refresh_kills"):
                 params["kills"] = args.kills
+            if part == "refresh_kills":
+                params["refresh_strategy"] = args.refresh_strategy
             if part.startswith("qdrant_"):
                 params["qdrant_timeout_s"] = args.qdrant_timeout_s
-                params["when"] = "after the bundle loaded (a fake Qdrant answering the startup check)"
+                params["when"] = (
+                    "while serving, then back (FakeQdrant: Qdrant's REST API over the deployment's embedded "
+                    "storage); down: also at startup"
+                )
             if part == "soak":
                 params["soak_s"] = args.soak_s
             record("resilience", figures, params)

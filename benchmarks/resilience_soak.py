@@ -6,7 +6,7 @@ The maximum is measured first, closed-loop (each thread sends its next request w
 answered) for ``measure_s``; the client threads run on the same machine as the service, so it is the
 maximum of this client and service together. Figures: the target and achieved rates, errors (non-2xx
 or no answer), 5xx, p50/p99 per minute, the service's resident memory (the process tree) at the start
-and end of the soak."""
+and end of the soak and at the end of each minute."""
 
 from __future__ import annotations
 
@@ -43,13 +43,19 @@ def soak(
         )
         started = time.monotonic()
         load.start()
-        time.sleep(soak_s)
+        rss_minutes: list[float] = []  # at the end of each minute
+        while (left := started + soak_s - time.monotonic()) > 0:
+            time.sleep(min(60.0 - (time.monotonic() - started) % 60.0, left))
+            rss_minutes.append(round(tree_rss_mb(pid), 1))
         samples = load.stop()
         rss_end = tree_rss_mb(pid)
     minutes = []
     for m in range(max(1, math.ceil(soak_s / 60))):
         part = [s for s in samples if started + 60 * m <= s.started < started + 60 * (m + 1)]
         minute = percentiles(part)
+        minute["5xx"] = sum(1 for s in part if s.status >= 500)
+        if m < len(rss_minutes):
+            minute["rss_mb"] = rss_minutes[m]
         minutes.append({"minute": m + 1, **minute})
     return {
         "max_rps_measured": round(max_rps, 1),

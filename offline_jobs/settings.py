@@ -24,30 +24,30 @@ class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROFILEREC_", env_file=".env", extra="ignore")
 
     # generation
-    llm_backend: Literal["torch", "llama_cpp", "openai", "fake"] = "torch"
+    llm_backend: Literal["torch", "llama_cpp", "openai", "fake"] = "torch"  # docs/llm-backends.md
     llm_model: str | None = (
         None  # openai: the served model name; torch/llama_cpp: a GGUF path (default SmolLM2)
     )
-    llm_base_url: str = "http://localhost:8000/v1"
-    llm_api_key: SecretStr | None = None
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_tokens: int = 96
-    seed: int = 2024
-    llm_concurrency: int = Field(default=8, ge=1)
-    llm_timeout_s: float = 120.0
-    llm_max_retries: int = Field(default=5, ge=0)
-    llm_backoff_s: float = 1.0
-    llm_backoff_max_s: float = 30.0
+    llm_base_url: str = "http://localhost:8000/v1"  # openai: the server (vLLM, Ollama, OpenAI)
+    llm_api_key: SecretStr | None = None  # openai: any string for vLLM/Ollama
+    temperature: float = 0.7  # sampling
+    top_p: float = 0.9  # nucleus sampling
+    max_tokens: int = 96  # token limit of one profile
+    seed: int = 2024  # sampling seed (part of every generation's cache key)
+    llm_concurrency: int = Field(default=8, ge=1)  # openai: requests in flight
+    llm_timeout_s: float = 120.0  # openai: one request
+    llm_max_retries: int = Field(default=5, ge=0)  # openai: retries of 429, 5xx, timeouts
+    llm_backoff_s: float = 1.0  # openai: first backoff (exponential, jittered, Retry-After wins)
+    llm_backoff_max_s: float = 30.0  # openai: longest backoff
     # embedded model (torch and llama_cpp backends)
     llama_threads: int = Field(default=1, ge=1)  # 1 is faster than 2 when the other core is busy
     llama_n_ctx: int = 1024  # per sequence
     llama_batch_seqs: int = Field(default=64, ge=1)  # sequences decoded together
     job_workers: int = Field(default=1, ge=1)  # processes sharing a generation job (embedded backends)
     # faithfulness: reject profiles that name titles outside the data, contradict the item table or
-    # claim genres the history does not support (offline_jobs.grounding); best of N candidates each
-    grounding: bool = True
-    profile_candidates: int = Field(default=1, ge=1, le=8)
+    # claim genres the history does not support (offline_jobs.profiles.grounding); best of N candidates each
+    grounding: bool = True  # check profiles against their data (offline_jobs.profiles.grounding)
+    profile_candidates: int = Field(default=1, ge=1, le=8)  # best of N candidates per profile
 
     def active_entities(self, override: int | None = None) -> int:
         """How many entities a generation job keeps in flight (``override`` wins when given).
@@ -62,17 +62,21 @@ class JobSettings(BaseSettings):
         return max(4, self.llama_batch_seqs * 3 // 2)
 
     # embedding
-    embed_backend: Literal["minilm", "openai"] = "minilm"
-    embed_model: str = "text-embedding-3-small"
+    embed_backend: Literal["minilm", "onnx", "openai"] = "minilm"  # docs/llm-backends.md
+    text_encoder_dir: str | None = None  # onnx: the exported encoder (default <work dir>/text_encoder)
+    embed_threads: int | None = Field(default=None, ge=1)  # onnx: threads (default: every core)
+    embed_model: str = "text-embedding-3-small"  # openai embeddings model
     embed_base_url: str | None = None  # default: llm_base_url
     embed_api_key: SecretStr | None = None  # default: llm_api_key
-    embed_dimensions: int | None = None
+    embed_dimensions: int | None = None  # openai: ask for vectors of this size
 
     # Publishing gate: refuse a model whose validation Recall@20 trails EASE's (fitted on the same split)
     # by more than this absolute amount (bootstrap and gated retrain); None: report the gap, never refuse.
-    max_gap_to_ease: float | None = Field(default=None, ge=0.0)
+    max_gap_to_ease: float | None = Field(
+        default=None, ge=0.0
+    )  # publishing gate: refuse a model trailing EASE by more
 
     # Qdrant
-    qdrant_url: str | None = None
-    qdrant_path: str | None = None
-    qdrant_api_key: SecretStr | None = None
+    qdrant_url: str | None = None  # a Qdrant server; unset: local mode
+    qdrant_path: str | None = None  # local-mode folder (default <work dir>/qdrant)
+    qdrant_api_key: SecretStr | None = None  # server mode

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 SOURCES = ("llm", "extractive")
-EXTRACTIVE_MODEL = "extractive"  # the model name the extractive profiler writes (offline_jobs.extractive)
+EXTRACTIVE_MODEL = "extractive"  # the model name offline_jobs.profiles.extractive writes
 EXTRACTIVE_STRATEGY = "extractive"  # a store written by the extractive profiler alone
 
 

@@ -1,7 +1,7 @@
 """The service-side text encoder: all-MiniLM-L6-v2 exported to ONNX, run with onnxruntime.
 
 Imports onnxruntime, tokenizers and numpy only (the FastAPI service never imports torch or
-transformers). The folder written by ``offline_jobs.embedding.export_text_encoder`` holds
+transformers). The folder written by ``offline_jobs.jobs.embedding.export_text_encoder`` holds
 ``text_encoder.onnx`` (transformer, mean pooling and L2 normalisation inside the graph) and the
 model's ``tokenizer.json``; :class:`OnnxTextEncoder` returns float32 ``[B, 384]`` unit vectors,
 the same space as the profile vectors in the profile store (cosine > 0.999 to sentence-transformers).

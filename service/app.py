@@ -71,7 +71,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         await rt.refresh_bundle()
         if rt.holder.current is None:
             log.warning("starting without a bundle", extra={"reason": rt.holder.error})
-        watcher = asyncio.create_task(rt.watch_bundle()) if settings.reload_interval_s > 0 else None
+        watcher: asyncio.Task[None] | None = None
+        if settings.reload_interval_s > 0:
+            watcher = asyncio.create_task(rt.watch_bundle())
+        elif rt.holder.current is None:  # no watcher: retry until the bundle (and its stores) load
+            watcher = asyncio.create_task(rt.load_until_served())
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ import numpy as np
 from rec_contract.content import item_text
 from rec_contract.event_log import read_events
 from rec_contract.qdrant_schema import item_payload
+from service.item_encoding import encode_text_item, write_content
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def final_states(catalog_log: Path) -> dict[str, dict[str, Any]]:
 
 async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_chars: int) -> dict[str, int]:
     """Apply the catalogue log's final item states to ``live`` (a ``service.runtime.Live``)."""
-    from service.recommender import encode_text_item
-
     states = await asyncio.to_thread(final_states, catalog_log)
     done = {"deleted": 0, "added": 0, "edited": 0}
     if not states:
@@ -114,8 +113,6 @@ async def _reconcile_content(live: Any, states: dict[str, dict[str, Any]]) -> in
     """The content index follows the item index: what the catalogue log deleted is deleted, what it
     added or edited gets its content vector (embedded from its title, categories and text) and the item
     index's payload. Returns the number of changes."""
-    from service.recommender import write_content
-
     content = live.content_index
     if content is None:
         return 0

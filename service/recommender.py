@@ -25,24 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from rec_contract.content import item_text
 from rec_contract.event_log import append_events
-from rec_contract.qdrant_schema import item_payload, now_iso
-from service.errors import BadRequestError, InvalidInputError, NotFoundError, UnknownItemsError
-from service.metrics import FEEDBACK_EVENTS, ITEMS_UPSERTED, RECOMMENDATIONS, stage
+from service.errors import BadRequestError, InvalidInputError, UnknownItemsError
+from service.metrics import FEEDBACK_EVENTS, RECOMMENDATIONS, stage
 from service.pipeline import Query
 from service.runtime import Live, Runtime
 from service.schemas import (
     ColdStartRequest,
     FeedbackEvent,
-    ItemUpsertRequest,
-    ItemUpsertResponse,
-    ProfilesUpsertRequest,
-    ProfilesUpsertResponse,
     Strategy,
 )
 from service.stores.base import EMPTY_INDICES, Exclusions
-from service.towers import item_vector, user_feeds
+from service.towers import user_feeds
 
 STRATEGY_COUNTERS = {
     s: RECOMMENDATIONS.labels(strategy=s) for s in ("personalized", "profile_only", "popular")
@@ -236,110 +230,6 @@ async def recommend_cold_start(rt: Runtime, request: ColdStartRequest) -> dict[s
     return _answer(live, "personalized" if liked else "profile_only", items, None, texts)
 
 
-def describe_item(
-    live: Live, title: str, categories: Sequence[str], text: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """An item's full description embedded ``[1, d]`` (its text profile) and its content vector ``[d]``
-    (rec_contract.content): the normalised sum of the embeddings of its title and categories (what the
-    catalogue's content vectors hold) and of its full description (what only the text says)."""
-    head, full = item_text(title, categories), item_text(title, categories, text)
-    vectors = live.bundle.text_encoder.encode([full] if full == head else [full, head])
-    content = vectors.sum(axis=0)
-    return vectors[:1], (content / max(float(np.linalg.norm(content)), 1e-12)).astype(np.float32)
-
-
-def encode_text_item(
-    live: Live, item_id: str, title: str, categories: Sequence[str], text: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """An item known by its text: its description's embedding ``[1, d]``, its content vector, its
-    vector (the weighted mean of its nearest catalogue items' vectors by content, or the item tower:
-    see ``service.content``) and the vector's source."""
-    text_vec, content = describe_item(live, title, categories, text)
-    index = live.bundle.item_index.get(item_id)
-    if index is None:
-        near = live.content.neighbour_vector(content)
-        if near is not None:
-            return text_vec, content, near, "text"
-    vector, source = item_vector(live.bundle, index, text_vec)
-    return text_vec, content, vector, source
-
-
-async def write_content(
-    live: Live, item_id: str, content: np.ndarray | None, payload: dict[str, Any], text: str = ""
-) -> None:
-    """Keep the content index in step with the item index (``content`` None: embedded here from the
-    payload's title and categories and ``text``)."""
-    if live.content_index is None:
-        return
-    if content is None:
-        title, categories = str(payload.get("title", item_id)), list(payload.get("categories", ()))
-        _, content = await asyncio.to_thread(describe_item, live, title, categories, text)
-    await live.content_index.upsert(item_id, np.asarray(content, np.float32).ravel(), payload)
-
-
-async def upsert_item(rt: Runtime, item_id: str, request: ItemUpsertRequest) -> ItemUpsertResponse:
-    """Add an item (embedded from its text, zero-shot) or update a catalogue item's metadata, then log
-    it in the catalogue log so the refresh job writes its LLM profiles."""
-    live = rt.holder.require()
-    live.sync()
-    bundle = live.bundle
-    description = item_text(request.title, request.categories, request.text)
-    with stage("items_lookup"):
-        existing = await live.items.vectors([item_id])
-    index = bundle.item_index.get(item_id)
-    content: np.ndarray | None = None  # a catalogue item's is embedded from its (new) title and categories
-    if index is not None:  # a catalogue item keeps its (trained or refreshed) vector; its metadata changes
-        vector = existing.get(item_id, np.asarray(bundle.item_vectors[index], np.float32))
-        popularity = int(bundle.items_meta[index].get("popularity", 0))
-        source = "model"
-    else:
-        with stage("item_tower"):
-            text_vec, content, vector, source = await asyncio.to_thread(
-                encode_text_item, live, item_id, request.title, request.categories, request.text
-            )
-        popularity = 0
-        with stage("profiles_upsert"):
-            await live.profiles.upsert("item", item_id, text_vec, [description], "item_text")
-    payload = item_payload(
-        item_id,
-        -1 if index is None else index,
-        request.title,
-        request.categories,
-        popularity,
-        profile_snippet=request.text[: rt.settings.snippet_chars],
-        source=source,
-    )
-    with stage("items_upsert"):
-        await live.items.upsert(item_id, vector, payload)
-        await write_content(live, item_id, content, payload)
-    event = {
-        "type": "item_upsert",
-        "item_id": item_id,
-        "title": request.title,
-        "categories": request.categories,
-        "text": request.text,
-        "received_at": datetime.now(UTC).isoformat(),
-    }
-    await asyncio.to_thread(append_events, rt.settings.catalog_log, [event])
-    rt.categories.note(request.categories)
-    ITEMS_UPSERTED.inc()
-    return ItemUpsertResponse(
-        item_id=item_id, created=item_id not in existing, vector_source=source, model_version=live.version
-    )
-
-
-async def delete_item(rt: Runtime, item_id: str) -> None:
-    """Remove an item from every later answer (logged in the catalogue log for the jobs)."""
-    live = rt.holder.require()
-    live.sync()
-    if not await live.items.delete(item_id):
-        raise NotFoundError(f"no item {item_id!r}")
-    if live.content_index is not None:
-        await live.content_index.delete(item_id)
-    event = {"type": "item_delete", "item_id": item_id, "received_at": datetime.now(UTC).isoformat()}
-    await asyncio.to_thread(append_events, rt.settings.catalog_log, [event])
-
-
 async def record_feedback(rt: Runtime, events: Sequence[FeedbackEvent]) -> int:
     """Validate item ids, append the events durably to the feedback log (the source of truth of what
     users have seen), then index them so the next answer of this process excludes them (other
@@ -393,55 +283,3 @@ def _check_per_user_cap(rt: Runtime, events: Sequence[FeedbackEvent]) -> None:
             raise InvalidInputError(
                 "body", f"user {user!r} would have feedback on more than {cap} items", limit=cap
             )
-
-
-async def upsert_profiles(rt: Runtime, request: ProfilesUpsertRequest) -> ProfilesUpsertResponse:
-    """Write refreshed profiles where the live bundle reads them and invalidate what was computed from
-    the old ones (cached user vectors; for items, their vector in the item index is re-encoded).
-
-    The refresh job calls this in-process (or through the admin route)."""
-    live = rt.holder.require()
-    live.sync()
-    bundle = live.bundle
-    version = bundle.manifest.profiles.store_version
-    if request.store_version != version:
-        raise BadRequestError(f"store_version {request.store_version!r} is not the live one ({version!r})")
-    dim = bundle.manifest.profiles.text_dim
-    for entry in request.profiles:
-        if len(entry.vectors[0]) != dim:
-            raise BadRequestError(
-                f"{entry.entity_id}: vectors have dimension {len(entry.vectors[0])}, expected {dim}"
-            )
-    with stage("profiles_upsert"):
-        for entry in request.profiles:
-            await live.profiles.upsert(
-                request.entity_type,
-                entry.entity_id,
-                np.asarray(entry.vectors, np.float32),
-                entry.texts,
-                entry.strategy,
-                entry.is_fallback,
-                [label.model_dump() for label in entry.labels] if entry.labels is not None else None,
-            )
-    ids = [p.entity_id for p in request.profiles]
-    invalidated = await rt.cache.invalidate(request.entity_type, ids)
-    if request.entity_type == "item":  # the item side of the model depends on item profiles: re-encode
-        payloads = await live.items.payloads(ids)
-        for entry in request.profiles:
-            payload = payloads.get(entry.entity_id)
-            if payload is None:
-                continue  # not in the item index: nothing to re-encode
-            vector, _ = await asyncio.to_thread(
-                item_vector,
-                bundle,
-                bundle.item_index.get(entry.entity_id),
-                np.asarray(entry.vectors, np.float32),
-            )
-            payload = {
-                **payload,
-                "profile_snippet": entry.texts[0][: rt.settings.snippet_chars],
-                "updated_at": now_iso(),
-            }
-            with stage("items_upsert"):
-                await live.items.upsert(entry.entity_id, vector, payload)
-    return ProfilesUpsertResponse(upserted=len(request.profiles), invalidated=invalidated)

@@ -20,7 +20,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import SecretStr, StringConstraints
 from starlette.status import HTTP_204_NO_CONTENT
 
-from service import recommender
+from service import online_store, recommender
 from service.errors import ErrorResponse, InvalidInputError, UnauthorizedError
 from service.limits import (
     COMMA_LIST,
@@ -211,7 +211,7 @@ async def put_item(
     rt: RuntimeDep, item_id: EntityPath, body: ItemUpsertRequest, response: Response
 ) -> ItemUpsertResponse:
     """Add an item (201, embedded from its text) or change an item's metadata (200)."""
-    result = await recommender.upsert_item(rt, item_id, body)
+    result = await online_store.upsert_item(rt, item_id, body)
     response.status_code = 201 if result.created else 200
     return result
 
@@ -224,7 +224,7 @@ async def put_item(
 )
 async def delete_item(rt: RuntimeDep, item_id: EntityPath) -> Response:
     """Remove an item from every later answer (logged in the catalogue log)."""
-    await recommender.delete_item(rt, item_id)
+    await online_store.delete_item(rt, item_id)
     return Response(status_code=HTTP_204_NO_CONTENT)
 
 
@@ -246,7 +246,7 @@ async def post_feedback(
 @admin.post("/profiles", response_model=ProfilesUpsertResponse, responses=errors(400, 401, 503))
 async def upsert_profiles(rt: RuntimeDep, body: ProfilesUpsertRequest) -> ProfilesUpsertResponse:
     """Refreshed profiles into the live profiles collection, and their cache keys dropped."""
-    return await recommender.upsert_profiles(rt, body)
+    return await online_store.upsert_profiles(rt, body)
 
 
 @admin.post("/reload", responses=errors(401))

@@ -36,6 +36,7 @@ from service.stores.qdrant import QdrantConnection, QdrantEngine
 from service.towers import stack_feeds
 
 log = logging.getLogger(__name__)
+BUNDLE_RETRY_MAX_S = 8.0  # load_until_served: the longest wait between two attempts
 
 
 @dataclass
@@ -191,6 +192,21 @@ class Runtime:
                 raise
             except Exception:  # keep watching whatever happened
                 log.exception("bundle watcher iteration failed")
+
+    async def load_until_served(self) -> None:
+        """Without a bundle watcher (``reload_interval_s`` 0), retry loading the pointed bundle until one
+        is served: a service started while its Qdrant was unreachable serves once Qdrant answers,
+        without a restart. Retries back off from 1 s to ``BUNDLE_RETRY_MAX_S``."""
+        delay = 1.0
+        while self.holder.current is None:
+            await asyncio.sleep(delay)
+            try:
+                await self.refresh_bundle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep retrying whatever happened
+                log.exception("bundle load retry failed")
+            delay = min(2 * delay, BUNDLE_RETRY_MAX_S)
 
     async def ping_store(self) -> str | None:
         return await self.engine.ping()

@@ -354,10 +354,13 @@ def export_bundle(run_dir: str | Path, options: ExportOptions) -> Path:
     return final
 
 
+PROFILE_AXES = {"profiles": {0: "B", 1: "K"}, "profile_mask": {0: "B", 1: "K"}}
+
+
 def _write_bundle(
     out: Path, ctx: RunContext, options: ExportOptions, version: str, text_dim: int, k: int
 ) -> BundleManifest:
-    model, dataset, split = ctx.model, ctx.dataset, ctx.split
+    model, dataset = ctx.model, ctx.dataset
     rng = np.random.default_rng(0)
     parity: dict[str, float] = {}
     sample = rng.choice(dataset.n_users, size=min(options.parity_users, dataset.n_users), replace=False)
@@ -367,9 +370,27 @@ def _write_bundle(
         item_vectors = model.encode_items().numpy().astype(np.float32)
         expected_users = model.encode_users(sample).numpy()
     item_dim = int(item_vectors.shape[1])
-    profile_axes = {"profiles": {0: "B", 1: "K"}, "profile_mask": {0: "B", 1: "K"}}
 
-    # ---- user tower
+    dims = (item_dim, text_dim, k)
+    collab_dim, first_input = _export_user_tower(out, ctx, rng, sample, expected_users, dims, parity)
+    cold = _export_item_tower(out, ctx, options, rng, item_vectors, collab_dim, k, text_dim, parity)
+    _write_arrays(out, ctx, options, item_vectors)
+    return _manifest(ctx, options, version, (collab_dim, item_dim, text_dim, k), first_input, parity, cold)
+
+
+def _export_user_tower(
+    out: Path,
+    ctx: RunContext,
+    rng: np.random.Generator,
+    sample: np.ndarray,
+    expected_users: np.ndarray,
+    dims: tuple[int, int, int],
+    parity: dict[str, float],
+) -> tuple[int, tuple[str, int]]:
+    """Export the user tower, check it against the model on random and real users; returns the
+    collaborative dimension and the tower's first input (``collab`` or ``history``) with its size."""
+    model, dataset, split = ctx.model, ctx.dataset, ctx.split
+    item_dim, text_dim, k = dims
     user_tower = model.user_tower()  # type: ignore[operator]
     if model.kind == "lightgcn":
         collab_users = model.collab_user_vectors()  # type: ignore[operator]
@@ -400,7 +421,7 @@ def _write_bundle(
         "profiles": torch.from_numpy(rand_prof),
         "profile_mask": torch.from_numpy(rand_mask),
     }
-    _export_onnx(user_tower, dummy, out / "user_tower.onnx", {first_input[0]: {0: "B"}, **profile_axes})
+    _export_onnx(user_tower, dummy, out / "user_tower.onnx", {first_input[0]: {0: "B"}, **PROFILE_AXES})
     cases = [
         {first_input[0]: rand_first, "profiles": rand_prof, "profile_mask": rand_mask},
         {first_input[0]: real_first.astype(np.float32), "profiles": real_prof, "profile_mask": real_mask},
@@ -413,8 +434,24 @@ def _write_bundle(
     if parity["user_tower_vs_model_max_abs"] >= PARITY_TOLERANCE:
         worst = parity["user_tower_vs_model_max_abs"]
         raise ExportError(f"user tower disagrees with the model's encode_users by {worst:.2e}")
+    return collab_dim, first_input
 
-    # ---- item tower (zero-shot path)
+
+def _export_item_tower(
+    out: Path,
+    ctx: RunContext,
+    options: ExportOptions,
+    rng: np.random.Generator,
+    item_vectors: np.ndarray,
+    collab_dim: int,
+    k: int,
+    text_dim: int,
+    parity: dict[str, float],
+) -> dict[str, Any]:
+    """Export the item tower (the zero-shot path of new items): the model's own for LightGCN with
+    profiles, else a ridge regression from the mean item profile embedding; returns how it was made."""
+    model = ctx.model
+    item_dim = int(item_vectors.shape[1])
     item_tower: nn.Module
     cold: dict[str, Any] = {}
     if model.kind == "lightgcn" and model.uses_profiles:
@@ -436,12 +473,16 @@ def _write_bundle(
         "profiles": torch.from_numpy(item_prof),
         "profile_mask": torch.from_numpy(item_mask),
     }
-    _export_onnx(item_tower, item_dummy, out / "item_tower.onnx", {"collab": {0: "B"}, **profile_axes})
+    _export_onnx(item_tower, item_dummy, out / "item_tower.onnx", {"collab": {0: "B"}, **PROFILE_AXES})
     parity["item_tower_max_abs"] = _parity(
         item_tower, out / "item_tower.onnx", [{n: t.numpy() for n, t in item_dummy.items()}]
     )
+    return cold
 
-    # ---- arrays, maps, metadata
+
+def _write_arrays(out: Path, ctx: RunContext, options: ExportOptions, item_vectors: np.ndarray) -> None:
+    """Item vectors, interactions, id maps, item metadata, the text encoder and content vectors."""
+    dataset, split = ctx.dataset, ctx.split
     np.save(out / "item_vectors.npy", item_vectors)
     # The model's input history (what it was trained on), and what the service never recommends again:
     # every interaction the bundle was built from, all splits (evaluation splits are for measuring,
@@ -469,6 +510,18 @@ def _write_bundle(
         shutil.copyfile(Path(options.text_encoder_dir) / name, out / name)
     np.save(out / CONTENT_FILE, _item_content(out, meta))
 
+
+def _manifest(
+    ctx: RunContext,
+    options: ExportOptions,
+    version: str,
+    dims: tuple[int, int, int, int],
+    first_input: tuple[str, int],
+    parity: dict[str, float],
+    cold: dict[str, Any],
+) -> BundleManifest:
+    model, dataset, split = ctx.model, ctx.dataset, ctx.split
+    collab_dim, item_dim, text_dim, k = dims
     store_version = ctx.profile_version or "none"
     return BundleManifest(
         bundle_version=version,

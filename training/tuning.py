@@ -33,6 +33,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -235,23 +236,7 @@ def tune(
         trial.set_user_attr("epochs_run", fit.epochs_run)
         return float(fit.best_valid[VALID_METRIC])
 
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if interactive:
-            return
-        best = _best(study)
-        state = "pruned" if trial.state == TrialState.PRUNED else f"{trial.state.name.lower()}"
-        value = f"valid R@20 {trial.value:.4f}" if trial.value is not None else state
-        last = max(trial.intermediate_values.items(), default=None)
-        if trial.state == TrialState.PRUNED and last is not None:
-            value = f"{state} at epoch {last[0]} (valid R@20 {last[1]:.4f})"
-        log.info(
-            "trial %d/%d: %s, %.0f s; best %s",
-            _finished(study),
-            options.trials,
-            value,
-            trial.user_attrs.get("seconds", 0.0),
-            f"{best.value:.4f} (trial {best.number})" if best is not None else "none yet",
-        )
+    report = _reporter(options, interactive)
 
     base_logger = logging.getLogger("training.models.base")
     level = base_logger.level
@@ -285,8 +270,48 @@ def tune(
         )
     else:
         log.warning("no tuning trial finished (budget too small?): the run uses the given configuration")
+    summary = _summary(study, best, options, started)
+    tuned = replace(
+        spec,
+        hyperparameters=hp,
+        proex=proex,
+        tuning=summary,
+        attachments={**spec.attachments, STORAGE_FILE: storage},
+    )
+    return tuned, storage
+
+
+def _reporter(options: TuneOptions, interactive: bool) -> Callable[[Any, Any], None]:
+    """The study callback: one log line per finished trial (none when a progress bar shows them)."""
+    from optuna.trial import TrialState
+
+    def report(study: Any, trial: Any) -> None:
+        if interactive:
+            return
+        best = _best(study)
+        state = "pruned" if trial.state == TrialState.PRUNED else f"{trial.state.name.lower()}"
+        value = f"valid R@20 {trial.value:.4f}" if trial.value is not None else state
+        last = max(trial.intermediate_values.items(), default=None)
+        if trial.state == TrialState.PRUNED and last is not None:
+            value = f"{state} at epoch {last[0]} (valid R@20 {last[1]:.4f})"
+        log.info(
+            "trial %d/%d: %s, %.0f s; best %s",
+            _finished(study),
+            options.trials,
+            value,
+            trial.user_attrs.get("seconds", 0.0),
+            f"{best.value:.4f} (trial {best.number})" if best is not None else "none yet",
+        )
+
+    return report
+
+
+def _summary(study: Any, best: Any, options: TuneOptions, started: float) -> dict[str, Any]:
+    """What the search did, for the run's metrics and the bundle manifest."""
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
-    summary = {
+    return {
         "storage": STORAGE_FILE,
         "trials": len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]),
         "complete": len([t for t in trials if t.state == TrialState.COMPLETE]),
@@ -304,14 +329,6 @@ def tune(
         "pruner": "median",
         "valid_recall@20_by_trial": [float(t.value) if t.value is not None else None for t in trials],
     }
-    tuned = replace(
-        spec,
-        hyperparameters=hp,
-        proex=proex,
-        tuning=summary,
-        attachments={**spec.attachments, STORAGE_FILE: storage},
-    )
-    return tuned, storage
 
 
 def _best(study: Any) -> Any:

@@ -9,10 +9,12 @@ that moves the alias and the bundle pointer can never pair a user tower with ano
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from qdrant_client import AsyncQdrantClient, models
@@ -30,6 +32,7 @@ from service.metrics import DEPENDENCY_UP
 from service.stores.base import Exclusions, ItemEngine, ItemHit, ItemIndex
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a dead or unreachable Qdrant raises: HTTP client errors, timeouts, refused connections; the
 # local mode raises ValueError for a missing collection.
@@ -51,8 +54,10 @@ class QdrantConnection:
         self.location = url or f"local:{path}"
         self.exact = exact
         self.server = url is not None
+        self.timeout_s = timeout_s
         if url:
-            self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=int(max(1, timeout_s)))
+            # the client takes whole seconds (it rounds up); call() bounds each call by timeout_s itself
+            self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=max(1, math.ceil(timeout_s)))
         else:
             Path(path).mkdir(parents=True, exist_ok=True)
             self.client = AsyncQdrantClient(path=str(path))
@@ -63,12 +68,25 @@ class QdrantConnection:
             "the item store (qdrant)", f"qdrant at {self.location}: {op}: {type(exc).__name__}: {exc}"
         )
 
+    async def call(self, op: str, awaitable: Awaitable[T]) -> T:
+        """One Qdrant call, bounded by ``timeout_s`` on a server (a fractional timeout too: the client
+        itself rounds it up to whole seconds); a failure is :class:`DependencyUnavailableError`."""
+        try:
+            if not self.server:  # local mode: in-process, nothing to wait for
+                result = await awaitable
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    result = await awaitable
+        except QDRANT_ERRORS as exc:
+            raise self.down(exc, op) from exc
+        DEPENDENCY_UP.labels(dependency="qdrant").set(1)
+        return result
+
     async def ping(self) -> str | None:
         try:
-            await self.client.get_collections()
-        except QDRANT_ERRORS as exc:
-            return self.down(exc, "ping").reason
-        DEPENDENCY_UP.labels(dependency="qdrant").set(1)
+            await self.call("ping", self.client.get_collections())
+        except DependencyUnavailableError as exc:
+            return exc.reason
         return None
 
     async def close(self) -> None:
@@ -96,18 +114,17 @@ class QdrantItemIndex(ItemIndex):
         query_filter = (
             models.Filter(must=must or None, must_not=must_not or None) if must or must_not else None
         )
-        try:
-            result = await self.conn.client.query_points(
+        result = await self.conn.call(
+            "search items",
+            self.conn.client.query_points(
                 self.collection,
                 query=np.asarray(vector, dtype=np.float32).reshape(-1).tolist(),
                 limit=n,
                 query_filter=query_filter,
                 with_payload=True,
                 search_params=models.SearchParams(exact=True) if self.conn.exact else None,
-            )
-        except QDRANT_ERRORS as exc:
-            raise self.conn.down(exc, "search items") from exc
-        DEPENDENCY_UP.labels(dependency="qdrant").set(1)
+            ),
+        )
         return [
             ItemHit(str((p.payload or {}).get("item_id", p.id)), float(p.score), dict(p.payload or {}))
             for p in result.points
@@ -116,17 +133,16 @@ class QdrantItemIndex(ItemIndex):
     async def _retrieve(self, item_ids: Sequence[str], with_vectors: bool) -> list[Any]:
         if not item_ids:
             return []
-        try:
-            return list(
-                await self.conn.client.retrieve(
-                    self.collection,
-                    ids=[point_id("item", i) for i in item_ids],
-                    with_payload=True,
-                    with_vectors=with_vectors,
-                )
-            )
-        except QDRANT_ERRORS as exc:
-            raise self.conn.down(exc, "retrieve items") from exc
+        records = await self.conn.call(
+            "retrieve items",
+            self.conn.client.retrieve(
+                self.collection,
+                ids=[point_id("item", i) for i in item_ids],
+                with_payload=True,
+                with_vectors=with_vectors,
+            ),
+        )
+        return list(records)
 
     async def payloads(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         records = await self._retrieve(item_ids, False)
@@ -140,24 +156,24 @@ class QdrantItemIndex(ItemIndex):
         return out
 
     async def upsert(self, item_id: str, vector: np.ndarray, payload: dict[str, Any]) -> None:
-        try:
-            await self.conn.client.upsert(
+        await self.conn.call(
+            "upsert item",
+            self.conn.client.upsert(
                 self.collection, points=[item_point(item_id, vector, payload)], wait=True
-            )
-        except QDRANT_ERRORS as exc:
-            raise self.conn.down(exc, "upsert item") from exc
+            ),
+        )
 
     async def delete(self, item_id: str) -> bool:
         existed = bool(await self._retrieve([item_id], False))
         if existed:
-            try:
-                await self.conn.client.delete(
+            await self.conn.call(
+                "delete item",
+                self.conn.client.delete(
                     self.collection,
                     points_selector=models.PointIdsList(points=[point_id("item", item_id)]),
                     wait=True,
-                )
-            except QDRANT_ERRORS as exc:
-                raise self.conn.down(exc, "delete item") from exc
+                ),
+            )
         return existed
 
 
@@ -176,22 +192,31 @@ class QdrantEngine(ItemEngine):
         meta: Sequence[dict[str, Any]],
     ) -> ItemIndex:
         """The bundle's items collection, created and filled first when it does not exist (the
-        export job creates it on a server; a fresh local path gets it here)."""
-        client = self.conn.client
-        try:
-            if not await client.collection_exists(collection):
-                await client.create_collection(
+        export job creates it on a server; a fresh local path gets it here). A collection whose filling
+        was interrupted (a timeout, a crash: its last point is missing) is filled again; the catalogue
+        log is applied over it afterwards (:func:`service.catalogue_sync.reconcile_items`)."""
+        client, op = self.conn.client, "open items collection"
+        exists = await self.conn.call(op, client.collection_exists(collection))
+        if not exists:
+            await self.conn.call(
+                op,
+                client.create_collection(
                     collection, vectors_config=items_vectors_config(int(vectors.shape[1]))
+                ),
+            )
+            for field_name, schema in ITEMS_PAYLOAD_INDEXES.items():
+                await self.conn.call(
+                    op, client.create_payload_index(collection, field_name=field_name, field_schema=schema)
                 )
-                for field_name, schema in ITEMS_PAYLOAD_INDEXES.items():
-                    await client.create_payload_index(collection, field_name=field_name, field_schema=schema)
-                for batch in item_points(item_ids, vectors, meta):
-                    await client.upsert(collection, points=batch, wait=True)
-                log.info(
-                    "items collection created", extra={"collection": collection, "points": len(item_ids)}
-                )
-        except QDRANT_ERRORS as exc:
-            raise self.conn.down(exc, "open items collection") from exc
+        elif item_ids:
+            last = [point_id("item", item_ids[-1])]
+            exists = bool(await self.conn.call(op, client.retrieve(collection, ids=last, with_payload=False)))
+            if not exists:
+                log.warning("items collection incomplete: filling it again", extra={"collection": collection})
+        if not exists:
+            for batch in item_points(item_ids, vectors, meta):  # in order: the last point is written last
+                await self.conn.call(op, client.upsert(collection, points=batch, wait=True))
+            log.info("items collection filled", extra={"collection": collection, "points": len(item_ids)})
         return QdrantItemIndex(self.conn, collection, list(item_ids))
 
     async def ping(self) -> str | None:
@@ -205,15 +230,15 @@ async def qdrant_profile(
     conn: QdrantConnection, collection: str, entity_type: str, raw_id: str
 ) -> tuple[np.ndarray, list[str], dict[str, Any]] | None:
     """The K profile vectors, texts and payload of one entity, or None when it has no profile point."""
-    try:
-        records = await conn.client.retrieve(
+    records = await conn.call(
+        "retrieve profile",
+        conn.client.retrieve(
             collection,
             ids=[point_id(entity_type, raw_id)],
             with_payload=True,
             with_vectors=[PROFILE_MULTIVECTOR],
-        )
-    except QDRANT_ERRORS as exc:
-        raise conn.down(exc, "retrieve profile") from exc
+        ),
+    )
     if not records:
         return None
     record = records[0]
@@ -226,12 +251,9 @@ async def qdrant_profile(
 
 
 async def qdrant_upsert_profile(conn: QdrantConnection, collection: str, point: models.PointStruct) -> None:
-    try:
-        if not await conn.client.collection_exists(collection):
-            raise DependencyUnavailableError(
-                "the profile store (qdrant)",
-                f"profiles collection {collection} does not exist in qdrant at {conn.location}",
-            )
-        await conn.client.upsert(collection, points=[point], wait=True)
-    except QDRANT_ERRORS as exc:
-        raise conn.down(exc, "upsert profile") from exc
+    if not await conn.call("upsert profile", conn.client.collection_exists(collection)):
+        raise DependencyUnavailableError(
+            "the profile store (qdrant)",
+            f"profiles collection {collection} does not exist in qdrant at {conn.location}",
+        )
+    await conn.call("upsert profile", conn.client.upsert(collection, points=[point], wait=True))

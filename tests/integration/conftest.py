@@ -82,9 +82,9 @@ def _profile_rows(dataset: InteractionDataset) -> tuple[list[dict], list[tuple[s
 @pytest.fixture(scope="session")
 def artefacts(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Artefacts:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from offline_jobs.embedding import MiniLMEmbedder, export_text_encoder
-    from offline_jobs.publish import publish
-    from offline_jobs.qdrant_upload import qdrant_client
+    from offline_jobs.jobs.embedding import MiniLMEmbedder, export_text_encoder
+    from offline_jobs.publish.promote import publish
+    from offline_jobs.publish.qdrant_upload import qdrant_client
     from training.export import ExportOptions, export_bundle
     from training.models import TrainConfig
     from training.proex import ProExConfig
@@ -228,7 +228,7 @@ class LiveEnv:
         return ServiceSettings(**values)
 
     def refresh_settings(self, **extra):
-        from offline_jobs.refresh import RefreshSettings
+        from offline_jobs.refresh.state import RefreshSettings
 
         values = {
             "work_dir": self.root / "work",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offline_jobs.llm import ChatRequest
+from offline_jobs.llm.base import ChatRequest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,14 +34,14 @@ def requests(n, max_tokens=12, shared_prefix=False):
 
 @pytest.fixture(scope="module")
 def torch_backend():
-    from offline_jobs.torch_backend import TorchGGUFBackend
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     return TorchGGUFBackend(n_seq=3, n_ctx_per_seq=512)
 
 
 @pytest.fixture(scope="module")
 def llama_backend():
-    from offline_jobs.llama_backend import LlamaCppBackend
+    from offline_jobs.llm.llama import LlamaCppBackend
 
     return LlamaCppBackend(n_seq=3, n_ctx_per_seq=512, n_threads=1)
 
@@ -73,7 +73,7 @@ def test_llama_cpp_backend_batches(llama_backend):
 
 def test_both_backends_agree_on_the_greedy_first_tokens(torch_backend, llama_backend):
     req = ChatRequest(messages=requests(1)[0].messages, max_tokens=3, temperature=0.0, seed=1)
-    from offline_jobs.torch_backend import TorchGGUFBackend
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     assert isinstance(torch_backend, TorchGGUFBackend)
     a = torch_backend.generate([req])[0]
@@ -85,7 +85,7 @@ def test_both_backends_agree_on_the_greedy_first_tokens(torch_backend, llama_bac
 def test_torch_backend_length_bands_decode_what_one_band_decodes():
     """Greedy output is the same whether the decode step attends all running rows over the longest
     row's keys or each length band over its own (prompts of very different lengths)."""
-    from offline_jobs.torch_backend import TorchGGUFBackend
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     reqs = [
         ChatRequest(
@@ -111,7 +111,7 @@ def test_torch_backend_length_bands_decode_what_one_band_decodes():
 def test_attention_dtype_follows_the_cpu_and_both_decode_the_same_greedy_start(tmp_path):
     """bfloat16 attention only where the CPU has AMX tiles; float32 attention beside bfloat16 weights
     decodes what all-bfloat16 decodes (greedy, first tokens)."""
-    from offline_jobs.torch_backend import TorchGGUFBackend, default_attention_dtype
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend, default_attention_dtype
 
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")

@@ -15,8 +15,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from offline_jobs.publish import publish
-from offline_jobs.qdrant_upload import qdrant_client
+from offline_jobs.publish.promote import publish
+from offline_jobs.publish.qdrant_upload import qdrant_client
 from rec_contract.bundle import read_manifest, seal_manifest
 from rec_contract.profile_store import read_profiles, write_profiles
 from service.app import create_app

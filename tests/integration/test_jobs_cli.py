@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from offline_jobs.cli import main
+from offline_jobs.cli.jobs import main
 from rec_contract.profile_store import read_profile_vectors, read_profiles
 
 pytestmark = pytest.mark.integration

@@ -103,7 +103,7 @@ def test_two_worker_processes_agree_on_items_and_feedback(artefacts, redis_serve
 def test_a_cached_vector_never_outlives_a_profile_refresh(artefacts, redis_server, flushed, tmp_path) -> None:
     """The cache-aside race, interleaved by hand: a request reads the old profiles, the refresh replaces
     them and invalidates, then the request writes its (old) vector. The next read must not use it."""
-    from service.recommender import upsert_profiles
+    from service.online_store import upsert_profiles
     from service.schemas import ProfilesUpsertRequest
 
     settings = _settings(artefacts, "lightgcn", tmp_path, redis_server.url)

@@ -13,14 +13,15 @@ import numpy as np
 import openai
 import pytest
 
-from offline_jobs.llm import ChatRequest, create_backend
-from offline_jobs.openai_client import (
+from offline_jobs.llm.base import ChatRequest
+from offline_jobs.llm.openai_compat import (
     LLMHTTPError,
     LLMResponseError,
     LLMUnavailableError,
     OpenAIChatBackend,
     OpenAIEmbedder,
 )
+from offline_jobs.llm.registry import create_backend
 from offline_jobs.settings import JobSettings
 from tests.integration.fake_openai import DIM, FakeOpenAIServer
 
@@ -189,7 +190,7 @@ def test_settings_select_the_backend(server, monkeypatch):
 
 def test_generate_job_through_the_fake_server(server, tmp_path, monkeypatch):
     """The CLI generate + embed path with chat and embeddings both on the OpenAI-compatible server."""
-    from offline_jobs.cli import main
+    from offline_jobs.cli.jobs import main
 
     monkeypatch.setenv("PROFILEREC_LLM_API_KEY", "test-key")
     server.script(CHAT, 429, {"error": {"message": "Rate limit"}}, {"Retry-After": "0"})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_jobs.pipeline_cli import main as pipeline
+from offline_jobs.cli.pipeline import main as pipeline
 from rec_contract.bundle import list_versions, read_manifest, resolve_pointer, verify_bundle
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_jobs.cache import CACHE_FILE
+from offline_jobs.jobs.cache import CACHE_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,7 +49,7 @@ def test_kill_midway_then_resume_regenerates_nothing(tmp_path, data_dir):
     }
     db = out / CACHE_FILE
     proc = subprocess.Popen(
-        [sys.executable, "-m", "offline_jobs.cli", "generate", *args],
+        [sys.executable, "-m", "offline_jobs.cli.jobs", "generate", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -72,7 +72,7 @@ def test_kill_midway_then_resume_regenerates_nothing(tmp_path, data_dir):
     assert not (out / "profiles.parquet").exists()  # final outputs only at the end, atomically
 
     result = subprocess.run(
-        [sys.executable, "-m", "offline_jobs.cli", "pipeline", *args, "--qdrant-path", str(qdrant)],
+        [sys.executable, "-m", "offline_jobs.cli.jobs", "pipeline", *args, "--qdrant-path", str(qdrant)],
         cwd=ROOT,
         env=env,
         capture_output=True,

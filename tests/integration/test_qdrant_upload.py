@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline_jobs.qdrant_upload import qdrant_client, upload_store
+from offline_jobs.publish.qdrant_upload import qdrant_client, upload_store
 from rec_contract.naming import PROFILE_MEAN_VECTOR, PROFILE_MULTIVECTOR, PROFILES_ALIAS, point_id
 from rec_contract.profile_store import write_profile_vectors, write_profiles
 

@@ -20,18 +20,17 @@ import redis
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
-from offline_jobs.cache import CACHE_FILE, JobCache
-from offline_jobs.publish import rollback
-from offline_jobs.refresh import (
+from offline_jobs.jobs.cache import CACHE_FILE, JobCache
+from offline_jobs.publish.promote import rollback
+from offline_jobs.publish.rollout import gate
+from offline_jobs.refresh.job import refresh_lock, run_refresh
+from offline_jobs.refresh.state import (
     CRASH_ENV,
     EXIT_LOCKED,
     RUNS_KEPT,
     RefreshFailedError,
     RefreshLockedError,
-    refresh_lock,
-    run_refresh,
 )
-from offline_jobs.rollout import gate
 from rec_contract.bundle import promote, read_manifest, resolve_pointer, seal_manifest
 from rec_contract.event_log import append_events
 from rec_contract.naming import generation_key, point_id
@@ -153,7 +152,7 @@ def _refresh_subprocess(live_env, extra_env: dict[str, str]) -> subprocess.Compl
         **extra_env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "offline_jobs.cli", "refresh"],
+        [sys.executable, "-m", "offline_jobs.cli.jobs", "refresh"],
         env=env,
         capture_output=True,
         text=True,
@@ -249,7 +248,7 @@ def test_gate_refuses_a_worse_candidate(artefacts, live_env) -> None:
 
 
 def test_retrain_refuses_a_candidate_that_trails_ease(artefacts, live_env, data_dir: Path) -> None:
-    from offline_jobs.rollout import PromotionRefusedError, RetrainOptions, retrain
+    from offline_jobs.publish.rollout import PromotionRefusedError, RetrainOptions, retrain
 
     work = live_env.root / "work"
     options = RetrainOptions(
@@ -355,7 +354,7 @@ def test_refresh_quarantines_a_failing_entity_and_a_bad_record_and_refreshes_the
     """A new user (no attributes: the age column turns float) no longer stops the refresh; an entity
     whose profile fails and a record the live data cannot use are set aside, the others refreshed,
     the watermarks moved, and the report and metrics say so."""
-    from offline_jobs.extractive import ExtractiveProfiler
+    from offline_jobs.profiles.extractive import ExtractiveProfiler
 
     known, broken = (str(artefacts.dataset.user_ids[u]) for u in (3, 5))
     append_events(

@@ -1,7 +1,9 @@
 """Issue 17, item 6, shortened: the fault parts of ``python -m benchmarks resilience`` against
 ``python -m service`` (2 workers, keys required) on a private copy of the session's LightGCN
 deployment: Redis SIGKILLed under load, the Qdrant engine's Qdrant gone or hanging after the bundle
-loaded, a corrupt bundle promoted while serving, the service SIGKILLed during feedback writes."""
+loaded (and back: served again without a restart; for a refusing Qdrant, also from the service's
+start), a corrupt bundle promoted while serving, the service SIGKILLed during feedback writes, the
+refresh job SIGKILLed at random points (each rerun converges to the uninterrupted run's state)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 
 from benchmarks import fault_parts
 from benchmarks.day_in_the_life import Deployment
+from benchmarks.refresh_kills import refresh_kills
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +40,39 @@ def test_a_redis_kill_under_load_fails_no_request_and_keeps_exclusions(deploymen
 
 
 @pytest.mark.parametrize("mode", ["down", "hang"])
-def test_an_unreachable_or_hanging_qdrant_gets_a_503_within_the_timeout(
+def test_an_unreachable_or_hanging_qdrant_gets_a_503_within_the_timeout_then_serves_again(
     deployment: Deployment, mode: str
 ) -> None:
     figures = fault_parts.qdrant_unavailable(deployment, mode, timeout_s=1.0, requests=6)
+    assert figures["before_ok"] == figures["before_requests"] == 6  # served from Qdrant first
     assert figures["503_retry_after_json"] == figures["requests"] == 6, figures["other"]
     assert figures["within_timeout"] == 6, figures["max_s"]
     assert figures["bodies_naming_the_url"] == 0  # the address and exception text go to the log only
     assert figures["readyz_status"] == 503 and figures["readyz_checks"]["store"] == "unreachable"
     assert figures["readyz_checks"]["bundle"] == "ok"  # it failed after the bundle was loaded
+    # Qdrant back: the same service processes serve again, no restart
+    assert figures["recovery_s"] is not None
+    assert figures["after_ok"] == figures["after_requests"] == 6, figures["after_statuses"]
+    assert figures["readyz_after_status"] == 200 and figures["same_service_process"]
+    if mode == "down":  # started while Qdrant refused, without a bundle watcher: loads once it answers
+        assert figures["startup_503_retry_after_json"] == figures["startup_requests"] == 6
+        assert figures["startup_readyz_checks"]["store"] == "unreachable"
+        assert figures["startup_ready_after_s"] is not None
+        assert figures["startup_after_ok"] == figures["startup_after_requests"] == 6
+        assert figures["startup_same_service_process"]
+
+
+def test_a_refresh_killed_at_random_points_converges_to_the_uninterrupted_run(
+    deployment: Deployment,
+) -> None:
+    figures = refresh_kills(deployment, kills=3)
+    assert figures["reference_status"] == "partial"  # the unusable record is quarantined
+    assert figures["reference_users"] > 0 and figures["reference_items"] > 0
+    assert figures["reference_quarantined"] == 1 and figures["dead_letters"] == 1
+    assert figures["second_run_status"] == "noop"
+    assert figures["killed"] == 3
+    assert figures["reruns_ok"] == figures["attempts"]
+    assert figures["converged"] == figures["attempts"], figures["not_converged"]
 
 
 def test_a_corrupt_bundle_promoted_while_serving_is_refused_and_the_old_one_serves(

@@ -22,7 +22,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def embedder():
-    from offline_jobs.embedding import MiniLMEmbedder
+    from offline_jobs.jobs.embedding import MiniLMEmbedder
 
     return MiniLMEmbedder(batch_size=8)
 
@@ -38,7 +38,7 @@ def test_minilm_is_384d_normalised_and_batched(embedder):
 
 @pytest.mark.filterwarnings("ignore")  # tracer and exporter chatter from torch.onnx
 def test_onnx_export_parity(embedder, tmp_path):
-    from offline_jobs.embedding import export_text_encoder
+    from offline_jobs.jobs.embedding import export_text_encoder
     from rec_contract.text_encoder import OnnxTextEncoder
 
     out = export_text_encoder(tmp_path / "encoder")

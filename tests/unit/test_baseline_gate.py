@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from offline_jobs.rollout import baseline_gate
+from offline_jobs.publish.rollout import baseline_gate
 from offline_jobs.settings import JobSettings
 from tests.unit.test_pipeline_retrain_store import _captured_options
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from offline_jobs.pipeline_cli import main as pipeline
-from offline_jobs.publish import rollback
+from offline_jobs.cli.pipeline import main as pipeline
+from offline_jobs.publish.promote import rollback
 from rec_contract.atomic import point_symlink
 from rec_contract.bundle import BundleError, promote, resolve_pointer
 from tests.unit._fakes import write_toy_bundle

@@ -135,10 +135,10 @@ def test_a_bundle_exported_before_labels_shows_nothing_it_cannot_vouch_for(tmp_p
 def test_refreshed_profiles_reach_every_worker_with_their_verdicts(tmp_path: Path) -> None:
     """The refresh job's upsert bodies carry each text's label; the overlay they are written to gives
     every worker the same explanations (a failed profile is never shown)."""
-    from offline_jobs.refresh import _upsert_requests
+    from offline_jobs.refresh.online import upsert_requests
 
     store = _store(tmp_path / "store")
-    (body,) = _upsert_requests(store, {"user": ["1", "2"], "item": []}, "v", batch=10)
+    (body,) = upsert_requests(store, {"user": ["1", "2"], "item": []}, "v", batch=10)
     request = ProfilesUpsertRequest(**body)  # what the admin route accepts
     by_id = {p.entity_id: p for p in request.profiles}
     assert by_id["1"].labels is not None and [lab.grounded for lab in by_id["1"].labels] == [True, False]

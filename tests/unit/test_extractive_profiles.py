@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from offline_jobs.context import attribute_text, load_context
-from offline_jobs.entity_text import EntityText
-from offline_jobs.extractive import ExtractiveProfiler, build_extractive_rows
 from offline_jobs.failures import EntityFailure
-from offline_jobs.live_data import apply_logs
+from offline_jobs.profiles.entity_text import EntityText
+from offline_jobs.profiles.extractive import ExtractiveProfiler, build_extractive_rows
+from offline_jobs.refresh.live_data import apply_logs
 from rec_contract.profile_store import PROFILE_COLUMNS
 
 

@@ -11,8 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from offline_jobs.context import JobContext
-from offline_jobs.grounding import Grounder, title_keys
-from offline_jobs.validation import validate
+from offline_jobs.profiles.grounding import Grounder, title_keys
+from offline_jobs.profiles.validation import validate
 from training.data.dataset import InteractionDataset
 
 TITLES = [

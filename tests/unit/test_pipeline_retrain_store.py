@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from offline_jobs import pipeline_cli
+from offline_jobs.cli import pipeline as pipeline_cli
 
 
 def _captured_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: list[str]) -> Any:
-    from offline_jobs import rollout
+    from offline_jobs.publish import rollout
 
     seen: dict[str, Any] = {}
 

@@ -11,12 +11,13 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from offline_jobs.cache import CACHE_FILE, JobCache
 from offline_jobs.context import load_context
-from offline_jobs.entity_text import EntityText
-from offline_jobs.llm import ChatRequest, FakeBackend, GenerationResult
-from offline_jobs.runner import ProfileJob
-from offline_jobs.strategies import GenerationConfig, StrategyContext
+from offline_jobs.jobs.cache import CACHE_FILE, JobCache
+from offline_jobs.jobs.runner import ProfileJob
+from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.llm.fake import FakeBackend
+from offline_jobs.profiles.entity_text import EntityText
+from offline_jobs.profiles.generation import GenerationConfig, StrategyContext
 from rec_contract.profile_store import PROFILE_COLUMNS, read_profile_vectors, read_profiles
 from tests.unit._fakes import HashEmbedder
 
@@ -239,7 +240,7 @@ def test_streaming_backend_writes_what_the_round_based_path_writes(ctx, tmp_path
     users, items = (0, 1, 2), (0, 1, cold)
     round_report, _ = run(ctx, tmp_path / "rounds", strategy=strategy, users=users, items=items)
     stream = StreamingFake()
-    from offline_jobs.llm import StreamingBackend
+    from offline_jobs.llm.base import StreamingBackend
 
     assert isinstance(stream, StreamingBackend) and not isinstance(FakeBackend(), StreamingBackend)
     report, _ = run(ctx, tmp_path / "stream", backend=stream, strategy=strategy, users=users, items=items)
@@ -395,7 +396,7 @@ def test_a_profile_failing_the_grounding_check_is_retried_then_replaced(ctx, tmp
 
 
 def test_best_of_n_keeps_the_candidate_that_passes_and_resumes_from_the_cache(ctx, tmp_path):
-    from offline_jobs.strategies import CANDIDATE_STRIDE
+    from offline_jobs.profiles.generation import CANDIDATE_STRIDE
 
     probe = InventingBackend()
     run(ctx, tmp_path / "probe", backend=probe, strategy="reclm", users=(0,), items=(), max_retries=0)

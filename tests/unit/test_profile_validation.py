@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offline_jobs.validation import parse_duet, repeated_ngram_ratio, trim_to_sentence, validate
+from offline_jobs.profiles.validation import parse_duet, repeated_ngram_ratio, trim_to_sentence, validate
 
 GOOD = (
     "This viewer loves dark crime dramas like Fargo and tense thrillers. They enjoy clever plots, "

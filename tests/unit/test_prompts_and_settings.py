@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from offline_jobs.llm import FakeBackend, available_backends, create_backend
-from offline_jobs.prompts import STRATEGIES, load_prompts
+from offline_jobs.llm.fake import FakeBackend
+from offline_jobs.llm.registry import available_backends, create_backend
+from offline_jobs.profiles.prompts import STRATEGIES, load_prompts
 from offline_jobs.settings import JobSettings
 
 
@@ -56,7 +57,7 @@ def test_settings_from_environment(monkeypatch):
 def test_cli_flags_override_settings(monkeypatch):
     import argparse
 
-    from offline_jobs.runner_cli import settings_from_args
+    from offline_jobs.cli.llm import settings_from_args
 
     monkeypatch.setenv("PROFILEREC_TEMPERATURE", "0.3")
     args = argparse.Namespace(llm_backend="openai", temperature=None, batch_size=4, llm_model="m")

@@ -1,5 +1,5 @@
-"""README.md stays true: every `make <target>` it names exists in the Makefile, and every CLI command
-and sub-command it names (the console scripts of pyproject.toml, ``python -m benchmarks <name>``)
+"""README.md and docs/ stay true: every `make <target>` they name exists in the Makefile, and every CLI
+command and sub-command they name (the console scripts of pyproject.toml, ``python -m benchmarks <name>``)
 exists and answers ``--help`` with exit 0 (in-process, through the scripts' own parsers)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.cli_parsers import (
     subcommands,
 )
 
-README = (ROOT / "README.md").read_text()
+README = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 MAKEFILE = (ROOT / "Makefile").read_text()
 
 

@@ -7,16 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from offline_jobs.live_data import apply_logs, changes_of
-from offline_jobs.refresh import (
-    RUNS_KEPT,
-    RefreshReport,
-    RefreshState,
-    _inputs_digest,
-    _job_settings,
-    _new_run_folder,
-    write_metrics,
-)
+from offline_jobs.refresh.job import _inputs_digest, _job_settings, _new_run_folder, write_metrics
+from offline_jobs.refresh.live_data import apply_logs, changes_of
+from offline_jobs.refresh.state import RUNS_KEPT, RefreshReport, RefreshState
 from offline_jobs.settings import JobSettings
 
 BAD_FEEDBACK = [
@@ -103,7 +96,7 @@ def test_a_refreshed_profile_that_fails_never_replaces_a_good_one(tmp_path):
 
     import numpy as np
 
-    from offline_jobs.refresh import keep_good_profiles
+    from offline_jobs.refresh.job import keep_good_profiles
     from rec_contract.profile_store import (
         read_profiles,
         read_store_vectors,

@@ -202,6 +202,105 @@ def _categories(value: Any, sep: str = "|") -> list[str]:
     return [part.strip() for part in text.split(sep) if part.strip()]
 
 
+def _at_least(inter_path: Path, frame: pd.DataFrame, min_rating: float, report: IngestReport) -> np.ndarray:
+    """Which rows are positives: a rating of at least ``min_rating`` (a rating that is not a number fails)."""
+    ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(np.isnan(ratings))
+    if len(bad):
+        raise DataFormatError(
+            inter_path,
+            f"rating {frame['rating'].iloc[bad[0]]!r} is not a number",
+            _row_label(inter_path, int(bad[0])),
+        )
+    below = ratings < min_rating
+    if below.any():
+        report.add_note(f"{int(below.sum())} rows below min_rating={min_rating} not used as positives")
+    return ~below
+
+
+def _split_labels(inter_path: Path, frame: pd.DataFrame, idx: np.ndarray) -> np.ndarray | None:
+    """The ``split`` column of the kept rows (train/valid/test), if the file has one."""
+    if "split" in frame.columns:
+        labels = frame["split"].astype(str).str.strip().str.lower().to_numpy()[idx]
+        bad = np.flatnonzero(~np.isin(labels, SPLIT_NAMES))
+        if len(bad):
+            raise DataFormatError(
+                inter_path,
+                f"split must be one of {', '.join(SPLIT_NAMES)}, got {labels[bad[0]]!r}",
+                _row_label(inter_path, int(idx[bad[0]])),
+            )
+        return labels
+    return None
+
+
+def _deduplicate(
+    inter_path: Path,
+    user_arr: np.ndarray,
+    item_arr: np.ndarray,
+    ts_arr: np.ndarray,
+    split_labels: np.ndarray | None,
+    n_items: int,
+    report: IngestReport,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, PredefinedSplit | None]:
+    """One row per (user, item) pair (within each part of a shipped split, which must not share pairs)."""
+    if split_labels is None:
+        user_arr, item_arr, ts_arr, merged = deduplicate_pairs(user_arr, item_arr, ts_arr)
+        report.duplicates_merged = merged
+        predefined = None
+    else:
+        parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        all_u, all_i, all_t = [], [], []
+        merged = 0
+        for part in SPLIT_NAMES:
+            sel = split_labels == part
+            u, i, t, m = deduplicate_pairs(user_arr[sel], item_arr[sel], ts_arr[sel])
+            merged += m
+            parts[part] = (u, i)
+            all_u.append(u)
+            all_i.append(i)
+            all_t.append(t)
+        user_arr, item_arr, ts_arr = np.concatenate(all_u), np.concatenate(all_i), np.concatenate(all_t)
+        pair_keys = user_arr.astype(np.int64) * max(1, n_items) + item_arr
+        if len(np.unique(pair_keys)) != len(pair_keys):
+            raise DataFormatError(
+                inter_path, "the same (user_id, item_id) appears in more than one split part"
+            )
+        report.duplicates_merged = merged
+        predefined = PredefinedSplit(train=parts["train"], valid=parts["valid"], test=parts["test"])
+    return user_arr, item_arr, ts_arr, predefined
+
+
+def _item_table(
+    item_frame: pd.DataFrame | None, item_ids: np.ndarray, columns: ColumnNames, report: IngestReport
+) -> pd.DataFrame:
+    """The canonical item table (title, categories, description, other text columns)."""
+    n_items = len(item_ids)
+    if item_frame is not None:
+        item_table = pd.DataFrame(
+            {
+                "title": item_frame.get("title", pd.Series(list(item_ids))).astype(str).tolist(),
+                "categories": [
+                    _categories(v, columns.categories_sep)
+                    for v in item_frame.get("categories", pd.Series([None] * n_items))
+                ],
+                "description": item_frame.get("description", pd.Series([""] * n_items)).astype(str).tolist(),
+            }
+        )
+        for column in item_frame.columns:
+            if column not in ("item_id", "title", "categories", "description"):
+                item_table[column] = item_frame[column].astype(str).tolist()
+    else:
+        item_table = pd.DataFrame(
+            {
+                "title": list(item_ids),
+                "categories": [[] for _ in range(n_items)],
+                "description": [""] * n_items,
+            }
+        )
+        report.add_note("no item file: items have no text beyond their ids")
+    return item_table
+
+
 def load_generic(
     interactions: str | Path,
     items: str | Path | None = None,
@@ -223,18 +322,7 @@ def load_generic(
     keep = np.ones(len(frame), dtype=bool)
 
     if min_rating is not None:
-        ratings = pd.to_numeric(frame["rating"], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(np.isnan(ratings))
-        if len(bad):
-            raise DataFormatError(
-                inter_path,
-                f"rating {frame['rating'].iloc[bad[0]]!r} is not a number",
-                _row_label(inter_path, int(bad[0])),
-            )
-        below = ratings < min_rating
-        if below.any():
-            report.add_note(f"{int(below.sum())} rows below min_rating={min_rating} not used as positives")
-        keep &= ~below
+        keep &= _at_least(inter_path, frame, min_rating, report)
 
     # Item table: the catalogue defines the item index; interaction ids must be in it.
     item_frame: pd.DataFrame | None = None
@@ -289,67 +377,12 @@ def load_generic(
     user_arr = np.array([user_map[raw_users[r]] for r in idx], dtype=np.int32)
     item_arr = np.array([item_map[raw_items[r]] for r in idx], dtype=np.int32)
     ts_arr = stamps[idx]
-    split_labels: np.ndarray | None = None
-    if "split" in frame.columns:
-        labels = frame["split"].astype(str).str.strip().str.lower().to_numpy()[idx]
-        bad = np.flatnonzero(~np.isin(labels, SPLIT_NAMES))
-        if len(bad):
-            raise DataFormatError(
-                inter_path,
-                f"split must be one of {', '.join(SPLIT_NAMES)}, got {labels[bad[0]]!r}",
-                _row_label(inter_path, int(idx[bad[0]])),
-            )
-        split_labels = labels
+    split_labels = _split_labels(inter_path, frame, idx)
+    user_arr, item_arr, ts_arr, predefined = _deduplicate(
+        inter_path, user_arr, item_arr, ts_arr, split_labels, len(item_ids), report
+    )
 
-    if split_labels is None:
-        user_arr, item_arr, ts_arr, merged = deduplicate_pairs(user_arr, item_arr, ts_arr)
-        report.duplicates_merged = merged
-        predefined = None
-    else:
-        parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        all_u, all_i, all_t = [], [], []
-        merged = 0
-        for part in SPLIT_NAMES:
-            sel = split_labels == part
-            u, i, t, m = deduplicate_pairs(user_arr[sel], item_arr[sel], ts_arr[sel])
-            merged += m
-            parts[part] = (u, i)
-            all_u.append(u)
-            all_i.append(i)
-            all_t.append(t)
-        user_arr, item_arr, ts_arr = np.concatenate(all_u), np.concatenate(all_i), np.concatenate(all_t)
-        pair_keys = user_arr.astype(np.int64) * max(1, len(item_ids)) + item_arr
-        if len(np.unique(pair_keys)) != len(pair_keys):
-            raise DataFormatError(
-                inter_path, "the same (user_id, item_id) appears in more than one split part"
-            )
-        report.duplicates_merged = merged
-        predefined = PredefinedSplit(train=parts["train"], valid=parts["valid"], test=parts["test"])
-
-    n_items = len(item_ids)
-    if item_frame is not None:
-        item_table = pd.DataFrame(
-            {
-                "title": item_frame.get("title", pd.Series(list(item_ids))).astype(str).tolist(),
-                "categories": [
-                    _categories(v, columns.categories_sep)
-                    for v in item_frame.get("categories", pd.Series([None] * n_items))
-                ],
-                "description": item_frame.get("description", pd.Series([""] * n_items)).astype(str).tolist(),
-            }
-        )
-        for column in item_frame.columns:
-            if column not in ("item_id", "title", "categories", "description"):
-                item_table[column] = item_frame[column].astype(str).tolist()
-    else:
-        item_table = pd.DataFrame(
-            {
-                "title": list(item_ids),
-                "categories": [[] for _ in range(n_items)],
-                "description": [""] * n_items,
-            }
-        )
-        report.add_note("no item file: items have no text beyond their ids")
+    item_table = _item_table(item_frame, item_ids, columns, report)
 
     dataset = InteractionDataset(
         name=name,

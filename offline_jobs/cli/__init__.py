@@ -1,0 +1,1 @@
+"""The command-line entry points, one module per command group."""

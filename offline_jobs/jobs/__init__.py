@@ -1,0 +1,1 @@
+"""The profile job: runner, resumable cache, builder, embedding."""

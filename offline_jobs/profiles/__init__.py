@@ -1,0 +1,1 @@
+"""Profile writing: strategies, prompt files, validation and grounding, extractive profiles, entity text."""

@@ -1,0 +1,1 @@
+"""From a bundle to live: Qdrant upload, publishing and promotion, the retrain rollout."""
