@@ -22,6 +22,15 @@ of the online state, the bundle read-only), so what is measured is what is serve
   never sees their ids, but the item-item statistics of the model and of item-kNN include them alike).
 * ``mind``: zero-shot items on MIND, in :mod:`benchmarks.cold_start_mind` (it trains and exports its own
   bundles; the options this parser does not know are its own).
+* ``new_items``: a seeded 20% of the items held out entirely, the models trained without them, each
+  added back through ``PUT /v1/items`` by text only and ranked among the held-out items for the users
+  who interacted with them (:mod:`benchmarks.new_items`; trains and exports its own bundles under
+  ``--work``, not the ``--bundles-root`` one);
+* ``sparsity``: base and ProEx LightGCN and Mult-VAE trained on 10-100% of each user's training
+  interactions (:mod:`benchmarks.sparsity`; its own runs under ``--work``, profile store ``--profiles``).
+
+``new_items`` and ``sparsity`` train (``--seeds``; finished runs are reused, so they resume);
+``--no-train`` records only what has finished and names what is missing.
 
 Figures are recorded, never asserted in tests.
 """
@@ -33,52 +42,20 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.results import print_table, record
+from benchmarks.served import ok, service
 
 GENRE_TEMPLATE = "I want to watch a good {genre}"
 TOP = 20
-
-
-@contextmanager
-def service(bundles_root: Path, scratch: Path, **settings: Any) -> Iterator[Any]:
-    """The app on ``bundles_root`` (read-only) with private online state, no Redis, exact retrieval."""
-    from fastapi.testclient import TestClient
-
-    from service.app import create_app
-    from service.settings import ServiceSettings
-
-    scratch.mkdir(parents=True, exist_ok=True)
-    values: dict[str, Any] = {
-        "bundles_root": bundles_root,
-        "work_dir": scratch,
-        "online_dir": scratch / "online",
-        "feedback_log": scratch / "feedback" / "feedback.jsonl",
-        "catalog_log": scratch / "feedback" / "catalog.jsonl",
-        "redis_url": None,
-        "engine": "exact",
-        "reload_interval_s": 0,
-        "auth": "off",  # in-process, no port: nobody else can reach it
-        **settings,
-    }
-    with TestClient(create_app(ServiceSettings(**values))) as client:
-        yield client
-
-
-def ok(response: Any) -> dict[str, Any]:
-    if response.status_code >= 300:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url}: {response.status_code} {response.text}"
-        )
-    return dict(response.json())
 
 
 def ids_of(answer: dict[str, Any]) -> list[str]:
@@ -257,7 +234,8 @@ def part_thin_users(
     ]
 
 
-PARTS = ("genres", "copies", "thin_users", "mind")  # mind: benchmarks.cold_start_mind, its own options
+PARTS = ("genres", "copies", "thin_users", "new_items", "sparsity", "mind")
+BUNDLE_PARTS = ("genres", "copies", "thin_users")  # measured on the --bundles-root bundle
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,24 +254,51 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--parts",
-        default=",".join(PARTS),
-        help=f"comma-separated, of {', '.join(PARTS)} (mind: python -m benchmarks.cold_start_mind -h)",
+        default=",".join(BUNDLE_PARTS),
+        help=f"comma-separated, of {', '.join(PARTS)} (default: the parts measured on the bundle; "
+        "new_items, sparsity and mind train; mind's own options: python -m benchmarks.cold_start_mind -h)",
     )
     parser.add_argument("--films", type=int, default=20, help="copies: films added again")
     parser.add_argument("--raters", type=int, default=30, help="copies: raters asked per film")
     parser.add_argument("--users", type=int, default=200, help="thin_users: users")
     parser.add_argument("--seed", type=int, default=2024, help="random seed")
     parser.add_argument("--note", default="", help="free text recorded with the figures (e.g. machine load)")
+    parser.add_argument(
+        "--work", type=Path, default=work / "cold_start", help="new_items, sparsity: runs and bundles"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[2024, 2025, 2026], help="new_items, sparsity: training seeds"
+    )
+    parser.add_argument(
+        "--train", action=argparse.BooleanOptionalAction, default=True, help="train missing runs"
+    )
+    parser.add_argument(
+        "--profiles", default=str(work / "profiles" / "movielens-100k-live"), help="sparsity: profile store"
+    )
+    parser.add_argument(
+        "--text-encoder", type=Path, default=work / "text_encoder", help="new_items: for the export"
+    )
+    parser.add_argument("--epochs", type=int, default=1500, help="new_items, sparsity: maximum epochs")
+    parser.add_argument("--eval-every", type=int, default=5, help="new_items, sparsity")
+    parser.add_argument("--patience", type=int, default=10, help="new_items, sparsity")
+    parser.add_argument("--threads", type=int, default=1, help="new_items, sparsity: torch threads")
     args, rest = parser.parse_known_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {sorted(unknown)}")
+    if rest and "mind" not in parts:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if "mind" in parts:  # MIND trains its own bundles: the options not parsed here are its own
         from benchmarks import cold_start_mind
 
-        note = ["--note", args.note] if args.note else []
-        cold_start_mind.main([*rest, "--data-dir", str(args.data_dir), *note])
+        given = sys.argv[1:] if argv is None else argv
+        shared = []  # options both parsers know, passed on only when given
+        for flag in ("--seeds", "--epochs", "--patience", "--seed", "--text-encoder", "--note"):
+            if any(a == flag or a.startswith(flag + "=") for a in given):
+                value = getattr(args, flag[2:].replace("-", "_"))
+                shared += [flag, *(map(str, value) if isinstance(value, list) else [str(value)])]
+        cold_start_mind.main([*rest, "--data-dir", str(args.data_dir), *shared])
         parts.remove("mind")
         if not parts:
             return
@@ -301,11 +306,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from rec_contract.bundle import resolve_pointer
 
-    folder = resolve_pointer(args.bundles_root)
-    bundle = Bundle(folder)
-    print(f"bundle {folder.name} ({bundle.manifest['model_kind']}, proex={bundle.manifest['proex']})")
+    params: dict[str, Any] = {"seed": args.seed}
+    bundle: Bundle | None = None
+    if set(parts) & set(BUNDLE_PARTS):
+        folder = resolve_pointer(args.bundles_root)
+        bundle = Bundle(folder)
+        print(f"bundle {folder.name} ({bundle.manifest['model_kind']}, proex={bundle.manifest['proex']})")
+        params["bundle"] = folder.name
     scratch = Path(tempfile.mkdtemp(prefix="cold-start-"))
-    params: dict[str, Any] = {"bundle": folder.name, "seed": args.seed}
     if args.note:
         params["note"] = args.note
 
@@ -315,6 +323,19 @@ def main(argv: list[str] | None = None) -> None:
         record("cold_start", figures, {**params, **{k: getattr(args, k) for k in PART_PARAMS[part]}})
 
     try:
+        if "new_items" in parts:
+            rows, extra = part_new_items(args, scratch)
+            save(
+                "new_items",
+                rows,
+                "New items added through PUT /v1/items, ranked among the held-out items",
+                **extra,
+            )
+        if "sparsity" in parts:
+            rows, extra = part_sparsity(args)
+            save("sparsity", rows, "Sparsity: base vs ProEx on a share of each user's training data", **extra)
+        if bundle is None:
+            return
         if "genres" in parts:
             rows = part_genres(bundle, args.bundles_root, scratch)
             wins = {
@@ -337,7 +358,62 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-PART_PARAMS = {"genres": [], "copies": ["films", "raters"], "thin_users": ["users"]}
+PART_PARAMS = {
+    "genres": [],
+    "copies": ["films", "raters"],
+    "thin_users": ["users"],
+    "new_items": ["seeds", "epochs", "eval_every", "patience", "threads"],
+    "sparsity": ["seeds", "profiles", "epochs", "eval_every", "patience", "threads"],
+}
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from training.models import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, eval_every=args.eval_every, patience=args.patience, threads=args.threads
+    )
+
+
+def part_new_items(args: argparse.Namespace, scratch: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from benchmarks import new_items
+
+    root = args.work / "new_items"
+    runs = [(m, v, s) for s in args.seeds for m in ("lightgcn", "multvae") for v in ("base", "proex")]
+    if args.train:
+        new_items.prepare(root, args.data_dir)
+        for model, variant, seed in runs:
+            new_items.train_and_export(root, model, variant, seed, _train_config(args), args.text_encoder)
+    results = new_items.evaluate_all(root, runs, scratch, args.data_dir)
+    rows = new_items.summarise(results)
+    done = {(r["model"], r["variant"], r["seed"]) for r in results}
+    missing = [new_items.run_name(*run) for run in runs if run not in done]
+    first = results[0] if results else {}
+    extra = {
+        "users": first.get("users"),
+        "candidates": first.get("candidates"),
+        "holdout": {"fraction": new_items.HOLDOUT_FRACTION, "seed": new_items.HOLDOUT_SEED},
+        "missing": missing,
+    }
+    return rows, extra
+
+
+def part_sparsity(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from benchmarks import sparsity
+
+    runs_dir = args.work / "sparsity"
+    all_cells = sparsity.cells(args.seeds)
+    specs = {
+        c: sparsity.spec_of(c, runs_dir, args.profiles, _train_config(args), args.data_dir) for c in all_cells
+    }
+    results = sparsity.collect(all_cells, specs, args.train)
+    rows, verdicts, missing = sparsity.table(results, args.seeds)
+    for model, verdict in verdicts.items():
+        print(f"{model}: ProEx {verdict}")
+    if missing:
+        print(f"missing runs ({len(missing)}): {', '.join(missing)}")
+    return rows, {"proex_stops_helping": verdicts, "missing": missing, "runs": len(results)}
+
 
 if __name__ == "__main__":
     main()

@@ -170,7 +170,7 @@ def day_n_dataset(task: MindTask, seed: int = 2024) -> InteractionDataset:
 def extractive_item_profiles(day: InteractionDataset, items: Sequence[int]) -> dict[int, str]:
     """The extractive "audience taste" facet (slot 3) of day-N items (indices into ``day``)."""
     from offline_jobs.context import JobContext
-    from offline_jobs.extractive import ExtractiveProfiler
+    from offline_jobs.profiles.extractive import ExtractiveProfiler
 
     split = split_dataset(day, "predefined")
     # named as the release so the profiler speaks of news articles and readers
@@ -361,7 +361,7 @@ def served_vectors(
     """Upsert the zero-shot items into the in-process service on bundle ``root`` and return the user
     tower outputs ``[users, d]``, the item vectors of the service's item index ``[all items, d]``, and
     the service's own top-40 answers for ``sample_users``."""
-    from benchmarks.cold_start import ok, service
+    from benchmarks.served import ok, service
 
     items = task.dataset.items
     ids = [str(i) for i in task.dataset.item_ids]

@@ -73,6 +73,9 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
         "proex": ProExConfig.from_dict(proex).as_dict() if isinstance(proex, dict) else proex,
         "train": train,
         "profiles": {k: profiles.get(k) for k in ("path", "version", "fingerprint")} if profiles else None,
+        # a run from before the subsample option trained on the whole training split
+        "train_fraction": config.get("train_fraction", 1.0),
+        "subsample_seed": config.get("subsample_seed"),
     }
 
 
@@ -114,6 +117,8 @@ def _expected_config(spec: Any) -> dict[str, Any] | None:
         "seed": spec.train.seed,
         "train": spec.train.as_dict(),
         "profiles": profiles,
+        "train_fraction": spec.train_fraction,
+        "subsample_seed": spec.subsample_seed if spec.train_fraction < 1.0 else None,
     }
 
 

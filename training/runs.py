@@ -40,6 +40,7 @@ import torch
 from rec_contract.atomic import atomic_write_text
 from training.baselines.compare import BaselineOptions, comparison_lines, fit_baselines, model_label
 from training.data import InteractionDataset, Split, default_split_method, load_dataset, split_dataset
+from training.data.scarce import subsample_train
 from training.evaluation import evaluate
 from training.models import Recommender, TrainConfig, build_model, model_config
 from training.models.base import CHECKPOINT_FILE, FitResult
@@ -71,6 +72,10 @@ class RunSpec:
     baselines: BaselineOptions | None = field(default_factory=BaselineOptions)  # None: fit none
     tuning: dict[str, Any] | None = None  # what the hyperparameter search did (config.json)
     attachments: dict[str, Path] = field(default_factory=dict)  # run-folder file name -> file to copy
+    # train on a seeded share of each user's training interactions (validation and test unchanged;
+    # ``training.data.scarce.subsample_train``); the sparsity curve
+    train_fraction: float = 1.0
+    subsample_seed: int = 2024
 
     def run_dir(self) -> Path:
         """``--out``, or ``<work dir>/runs/<dataset>-<model>-<proex|base>-seed<seed>``."""
@@ -102,6 +107,8 @@ class RunConfig:
     format_version: int = RUN_FORMAT_VERSION
     dataset_source: str = ""  # what load_dataset() was given: a registry name or a saved dataset folder
     tuning: dict[str, Any] | None = None  # the hyperparameter search that chose this configuration
+    train_fraction: float = 1.0  # the share of each user's training interactions kept (subsample)
+    subsample_seed: int | None = None  # its seed (None: the whole training split)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -188,6 +195,7 @@ def prepare_data(spec: RunSpec) -> RunData:
     dataset = load_dataset(spec.dataset, spec.data_dir)
     method = spec.split_method or default_split_method(dataset.name)
     split = split_dataset(dataset, method, seed=spec.split_seed)  # type: ignore[arg-type]
+    split = subsample_train(split, spec.train_fraction, spec.subsample_seed)
     profiles: ProfileInputs | None = None
     if spec.proex is not None:
         if not spec.profiles_path:
@@ -222,6 +230,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         seed=spec.train.seed,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tuning=spec.tuning,
+        train_fraction=spec.train_fraction,
+        subsample_seed=spec.subsample_seed if spec.train_fraction < 1.0 else None,
     )
     for name, source in spec.attachments.items():
         shutil.copy2(source, run_dir / name)

@@ -160,7 +160,7 @@ def test_item_profiles_come_from_the_release_the_extractive_facet_and_similar_it
 
 @pytest.mark.filterwarnings("ignore")  # torch.onnx exporter chatter
 def test_tiny_end_to_end_through_the_bundle_and_the_service(release: Path, tmp_path: Path) -> None:
-    from offline_jobs.embedding import export_text_encoder
+    from offline_jobs.jobs.embedding import export_text_encoder
 
     encoder = Path(export_text_encoder(tmp_path / "text_encoder"))
     args = mind.build_parser().parse_args(
