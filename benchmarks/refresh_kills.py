@@ -10,9 +10,11 @@ moments; each rerun must converge to what one uninterrupted run leaves.
 2. The reference: a copy of the state, one refresh run to the end (its wall time ``T``), then a
    second run (which must be a no-op).
 3. Until ``kills`` runs were SIGKILLed (at most ``2 * kills`` attempts: on a shared machine a run may
-   end before its moment): a fresh copy of the state, a refresh SIGKILLed at a seeded moment drawn
-   uniformly in ``[0.02 T, 0.98 T]`` (the last stage it logged is where it was), then a rerun to the
-   end.
+   end before its moment): a fresh copy of the state, a refresh SIGKILLed at a seeded moment, then a
+   rerun to the end. The moment is drawn uniformly over the reference run's time, as a stage (weighted
+   by its duration in the reference) and a point inside it, and is timed from the moment the killed run
+   logs that stage: on a shared machine a run's speed varies, so a wall-clock offset from the start
+   would often fall after the end (the last stage it logged is where it was).
 
 After each rerun the state is compared with the reference: the profile store (every row and text but
 ``created_at``; the vectors, to 1e-5), the watermarks (the log offsets in ``refresh/state.json``), the
@@ -142,11 +144,41 @@ class Run:
         return self.code == -signal.SIGKILL
 
 
+@dataclass(frozen=True)
+class KillPoint:
+    """Kill ``after_s`` seconds after the run logs ``stage`` (``stage`` None: after its start)."""
+
+    stage: str | None
+    after_s: float
+
+
+def draw_kill_point(rng: random.Random, durations: dict[str, float]) -> KillPoint:
+    """A moment uniform over a reference run's stages (weighted by their durations), inside one."""
+    stages = [(name, seconds) for name, seconds in durations.items() if seconds > 0]
+    if not stages:
+        return KillPoint(None, 0.0)
+    name, seconds = rng.choices(stages, weights=[s for _, s in stages])[0]
+    return KillPoint(name, rng.uniform(0.02, 0.98) * seconds)
+
+
+def _wait_for_stage(proc: subprocess.Popen[bytes], err_path: Path, stage: str, timeout: float) -> bool:
+    """Wait until the run logs ``stage`` (True) or ends (False)."""
+    needle = f"refresh stage {stage}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in err_path.read_text(errors="replace"):
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
 def run_refresh(
-    deployment: Deployment, strategy: str, kill_after_s: float | None = None, timeout: float = 900
+    deployment: Deployment, strategy: str, kill: KillPoint | None = None, timeout: float = 900
 ) -> Run:
     """``python -m offline_jobs.cli refresh`` on the deployment (no Redis, Qdrant local mode, nothing
-    serving), SIGKILLed after ``kill_after_s`` seconds if given and still running."""
+    serving), SIGKILLed at ``kill`` if given and still running."""
     env = {
         **deployment.env("", "http://127.0.0.1:9"),
         "PROFILEREC_ENGINE": "qdrant",
@@ -167,8 +199,12 @@ def run_refresh(
             stderr=err,
             start_new_session=True,
         )
+        wait = timeout
+        if kill is not None:
+            logged = kill.stage is None or _wait_for_stage(proc, err_path, kill.stage, timeout)
+            wait = kill.after_s if logged else 0.0
         try:
-            proc.wait(timeout=kill_after_s if kill_after_s is not None else timeout)
+            proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -303,8 +339,8 @@ def refresh_kills(
     while sum(1 for t in trials if t["killed"]) < kills and k < 2 * kills:  # a run may end before its point
         k += 1
         trial = copy_state(deployment, scratch / f"kill-{k:02d}")
-        at = rng.uniform(0.02, 0.98) * full.seconds
-        killed = run_refresh(trial, strategy, kill_after_s=at)
+        point = draw_kill_point(rng, report["durations"])
+        killed = run_refresh(trial, strategy, kill=point)
         stage = (killed.stages[-1] if killed.stages else "startup") if killed.killed else "finished"
         if killed.killed and (trial.state_dir / "state.json").exists():
             stage = "after_watermarks"  # killed on its way out (the state was saved)
@@ -312,7 +348,8 @@ def refresh_kills(
         diff = differences(snapshot(trial), want) if rerun.code == 0 else [f"rerun exited {rerun.code}"]
         trials.append(
             {
-                "kill_at_s": round(at, 2),
+                "kill_in": point.stage,
+                "kill_after_s": round(point.after_s, 2),
                 "killed": killed.killed,
                 "exit": killed.code,
                 "stage": stage,
@@ -340,5 +377,5 @@ def refresh_kills(
         "reruns_ok": sum(1 for t in trials if t["rerun_exit"] == 0),
         "converged": sum(1 for t in trials if not t["differences"]),
         "not_converged": [t for t in trials if t["differences"]][:5],
-        "kill_points_s": [t["kill_at_s"] for t in trials],
+        "kill_points": [[t["kill_in"], t["kill_after_s"]] for t in trials],
     }
