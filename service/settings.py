@@ -45,7 +45,12 @@ class ServiceSettings(BaseSettings):
         None, description="qdrant-client local mode storage (default <work_dir>/qdrant)"
     )  # type: ignore[assignment]
     qdrant_api_key: str | None = None
-    qdrant_timeout_s: float = Field(5.0, gt=0)
+    qdrant_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="the longest one Qdrant call may keep a request waiting, answer included: the call "
+        "gives up a tenth (at most 0.1 s) earlier, then the request answers 503 with Retry-After",
+    )
     qdrant_exact_search: bool = Field(
         True, description="brute-force search (exact top-N); off: HNSW on a server"
     )

@@ -55,6 +55,8 @@ class QdrantConnection:
         self.exact = exact
         self.server = url is not None
         self.timeout_s = timeout_s
+        # a call gives up a little before timeout_s, so the 503 that follows is still answered within it
+        self.call_timeout_s = timeout_s - min(0.1, timeout_s / 10)
         if url:
             # the client takes whole seconds (it rounds up); call() bounds each call by timeout_s itself
             self.client = AsyncQdrantClient(url=url, api_key=api_key, timeout=max(1, math.ceil(timeout_s)))
@@ -69,13 +71,14 @@ class QdrantConnection:
         )
 
     async def call(self, op: str, awaitable: Awaitable[T]) -> T:
-        """One Qdrant call, bounded by ``timeout_s`` on a server (a fractional timeout too: the client
-        itself rounds it up to whole seconds); a failure is :class:`DependencyUnavailableError`."""
+        """One Qdrant call on a server, given up after ``timeout_s`` less a reserve for answering (a
+        tenth, at most 0.1 s; a fractional timeout too: the client itself rounds it up to whole
+        seconds); a failure is :class:`DependencyUnavailableError`."""
         try:
             if not self.server:  # local mode: in-process, nothing to wait for
                 result = await awaitable
             else:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(self.call_timeout_s):
                     result = await awaitable
         except QDRANT_ERRORS as exc:
             raise self.down(exc, op) from exc
