@@ -201,6 +201,17 @@ def _parse_chat(completion: object, url: str, model: str) -> GenerationResult:
         ) from None
 
 
+def _http_settings(settings: JobSettings) -> dict[str, Any]:
+    """The client options chat and embeddings share (bounded concurrency, timeout, retries)."""
+    return {
+        "concurrency": settings.llm_concurrency,
+        "timeout_s": settings.llm_timeout_s,
+        "max_retries": settings.llm_max_retries,
+        "backoff_s": settings.llm_backoff_s,
+        "backoff_max_s": settings.llm_backoff_max_s,
+    }
+
+
 class OpenAIChatBackend:
     """``generate`` sends every request concurrently (bounded) and returns them in order."""
 
@@ -217,11 +228,7 @@ class OpenAIChatBackend:
             base_url=settings.llm_base_url,
             model=settings.llm_model or "",
             api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
-            concurrency=settings.llm_concurrency,
-            timeout_s=settings.llm_timeout_s,
-            max_retries=settings.llm_max_retries,
-            backoff_s=settings.llm_backoff_s,
-            backoff_max_s=settings.llm_backoff_max_s,
+            **_http_settings(settings),
         )
 
     @property
@@ -295,11 +302,7 @@ class OpenAIEmbedder:
             model=settings.embed_model,
             api_key=key.get_secret_value() if key else None,
             dimensions=settings.embed_dimensions,
-            concurrency=settings.llm_concurrency,
-            timeout_s=settings.llm_timeout_s,
-            max_retries=settings.llm_max_retries,
-            backoff_s=settings.llm_backoff_s,
-            backoff_max_s=settings.llm_backoff_max_s,
+            **_http_settings(settings),
         )
 
     @property
