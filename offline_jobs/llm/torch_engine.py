@@ -318,7 +318,7 @@ class TorchGGUFBackend:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
 
-        from offline_jobs.llm.llama import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
+        from offline_jobs.llm.gguf_chat import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
 
         self.torch = torch
         torch.set_num_threads(max(1, n_threads))

@@ -41,6 +41,7 @@ def torch_backend():
 
 @pytest.fixture(scope="module")
 def llama_backend():
+    pytest.importorskip("llama_cpp", reason="the optional `llama` extra (make install-llama)")
     from offline_jobs.llm.llama import LlamaCppBackend
 
     return LlamaCppBackend(n_seq=3, n_ctx_per_seq=512, n_threads=1)
@@ -63,6 +64,57 @@ def test_torch_backend_continuous_batching_and_prefix_reuse(torch_backend):
     )
     torch_backend.generate([follow])
     assert torch_backend.stats["prefilled_tokens"] - before < 30
+
+
+PARITY_TEXTS = [
+    "Fargo (1996) | Crime, Drama | 5/5\n- 12 Angry Men (1957) 100000 3.14",
+    "Amélie (2001), Crouching Tiger 臥虎藏龍, 🎬🍿 émoji\ttabs  and   spaces\n\n\nend",
+    "<|im_start|>user\nI love dark sci-fi thrillers and space operas.<|im_end|>\n<|im_start|>assistant\n",
+    "They're into it's-a-wonderful-life'ish   stuff; don't   they? 1,234,567 (x2)",
+]
+
+
+def test_gguf_chat_matches_llama_cpp_ids_pieces_and_end_tokens():
+    """The tokenizer the embedded backends use (transformers from the GGUF, no llama.cpp) gives the ids,
+    the byte pieces and the end-of-generation set that llama.cpp's own vocabulary gives."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="the optional `llama` extra (make install-llama)")
+    import ctypes
+
+    from llama_cpp import _internals as internals
+
+    from offline_jobs.llm.gguf_chat import GGUFChat, smollm2_path
+
+    path = smollm2_path()
+    chat = GGUFChat(path)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(model.model)
+    prompt = chat.format_prompt(requests(1)[0].messages)
+    for text in [*PARITY_TEXTS, prompt]:
+        expected = list(model.tokenize(text.encode(), add_bos=model.add_bos_token(), special=True))
+        assert chat.tokenize(text) == expected, text
+    assert chat.vocab_size == llama_cpp.llama_vocab_n_tokens(vocab)
+    buf = ctypes.create_string_buffer(256)
+    for token in range(chat.vocab_size):
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+        assert chat.piece(token) == bytes(buf.raw[:n]), token
+        assert chat.is_eog(token) == bool(llama_cpp.llama_vocab_is_eog(vocab, token)), token
+
+
+def test_gguf_chat_formats_decodes_and_stops_without_llama_cpp():
+    from offline_jobs.llm.gguf_chat import GGUFChat, smollm2_path
+
+    chat = GGUFChat(smollm2_path())
+    prompt = chat.format_prompt((("system", "S"), ("user", "Hi")))
+    turns = ("<|im_start|>system\nS<|im_end|>", "<|im_start|>user\nHi<|im_end|>", "<|im_start|>assistant\n")
+    assert prompt == "\n".join(turns)
+    for text in PARITY_TEXTS[:2]:
+        assert chat.detokenize(chat.tokenize(text)) == text
+    ids = chat.tokenize("<|im_end|>")
+    assert len(ids) == 1 and chat.is_eog(ids[0]) and chat.piece(ids[0]) == b""
+    split = chat.tokenize("臥")  # one character over several byte tokens: joined before decoding
+    assert chat.detokenize(split) == "臥" and chat.detokenize(split[:1]) == ""
 
 
 def test_llama_cpp_backend_batches(llama_backend):
