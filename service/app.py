@@ -19,12 +19,14 @@ from service.request_limits import RequestLimitsMiddleware
 from service.routes import admin, api, ops
 from service.runtime import build_runtime
 from service.settings import ServiceSettings
+from service.stores.qdrant import request_budget
 
 log = logging.getLogger(__name__)
 
 
 class MetricsMiddleware:
-    """Request count and latency by route template (not raw path: user ids would explode the labels)."""
+    """Request count and latency by route template (not raw path: user ids would explode the labels);
+    each request's Qdrant calls share one time budget (:func:`service.stores.qdrant.request_budget`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,7 +45,8 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            with request_budget():  # the Qdrant calls of one request share one timeout
+                await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

@@ -48,8 +48,9 @@ class ServiceSettings(BaseSettings):
     qdrant_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="the longest one Qdrant call may keep a request waiting, answer included: the call "
-        "gives up a tenth (at most 0.1 s) earlier, then the request answers 503 with Retry-After",
+        description="the longest Qdrant may keep a request waiting, over all the request's Qdrant calls "
+        "and answer included: counted from its first call, they give up a tenth (at most 0.1 s) earlier, "
+        "then the request answers 503 with Retry-After; each call of background work gets it whole",
     )
     qdrant_exact_search: bool = Field(
         True, description="brute-force search (exact top-N); off: HNSW on a server"

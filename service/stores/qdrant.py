@@ -10,9 +10,13 @@ that moves the alias and the bundle pointer can never pair a user tower with ano
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import math
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +49,33 @@ except ImportError:  # pragma: no cover
     pass
 
 
+class RequestBudget:
+    """When the Qdrant calls of one request must be done (set by the first of them)."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+
+# The current request's budget: the service's middleware opens one per HTTP request, and every Qdrant
+# call the request makes (sequential or in tasks it starts) shares it, so a slow Qdrant keeps a request
+# waiting ``timeout_s`` in all, not ``timeout_s`` per call. Background work (catalogue sync, bundle
+# reload) has none: each of its calls gets ``timeout_s`` of its own.
+_REQUEST_BUDGET: ContextVar[RequestBudget | None] = ContextVar("qdrant_request_budget", default=None)
+
+
+@contextlib.contextmanager
+def request_budget() -> Iterator[RequestBudget]:
+    """Share one Qdrant time budget between the calls made inside (one HTTP request)."""
+    budget = RequestBudget()
+    token = _REQUEST_BUDGET.set(budget)
+    try:
+        yield budget
+    finally:
+        _REQUEST_BUDGET.reset(token)
+
+
 class QdrantConnection:
     """One async client, shared by the items index and the profile source."""
 
@@ -70,15 +101,31 @@ class QdrantConnection:
             "the item store (qdrant)", f"qdrant at {self.location}: {op}: {type(exc).__name__}: {exc}"
         )
 
+    def _time_left(self) -> float:
+        """Seconds this call may take: ``call_timeout_s``, or what is left of the request's budget."""
+        budget = _REQUEST_BUDGET.get()
+        if budget is None:
+            return self.call_timeout_s
+        now = time.monotonic()
+        if budget.deadline is None:
+            budget.deadline = now + self.call_timeout_s
+        return budget.deadline - now
+
     async def call(self, op: str, awaitable: Awaitable[T]) -> T:
         """One Qdrant call on a server, given up after ``timeout_s`` less a reserve for answering (a
         tenth, at most 0.1 s; a fractional timeout too: the client itself rounds it up to whole
-        seconds); a failure is :class:`DependencyUnavailableError`."""
+        seconds), counted from the request's first Qdrant call when inside :func:`request_budget`;
+        a failure is :class:`DependencyUnavailableError`."""
         try:
             if not self.server:  # local mode: in-process, nothing to wait for
                 result = await awaitable
             else:
-                async with asyncio.timeout(self.call_timeout_s):
+                left = self._time_left()
+                if left <= 0:
+                    if inspect.iscoroutine(awaitable):
+                        awaitable.close()  # never started: no "was never awaited" warning
+                    raise TimeoutError(f"the request's {self.timeout_s:g} s for qdrant calls are spent")
+                async with asyncio.timeout(left):
                     result = await awaitable
         except QDRANT_ERRORS as exc:
             raise self.down(exc, op) from exc

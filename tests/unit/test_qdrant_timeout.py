@@ -109,3 +109,36 @@ def test_an_items_collection_whose_filling_was_interrupted_is_filled_again(tmp_p
             await conn.close()
 
     assert asyncio.run(scenario()) == (2, 4)
+
+
+def test_the_calls_of_one_request_share_one_timeout(tmp_path: Path) -> None:
+    """Three sequential calls to a slow (not hanging) Qdrant: without a request budget each gets the
+    whole timeout; inside one (what the middleware opens per request) they share it."""
+    from service.stores.qdrant import request_budget
+
+    async def three_slow_calls(conn: QdrantConnection) -> tuple[int, float]:
+        done, started = 0, time.monotonic()
+        try:
+            for i in range(3):
+                await conn.call(f"call {i}", asyncio.sleep(0.25))
+                done += 1
+        except DependencyUnavailableError:
+            pass
+        return done, time.monotonic() - started
+
+    async def scenario() -> tuple[tuple[int, float], tuple[int, float], str]:
+        conn = QdrantConnection("http://127.0.0.1:9", tmp_path / "unused", None, 0.5)  # never dialled
+        try:
+            alone = await three_slow_calls(conn)
+            with request_budget():
+                shared = await three_slow_calls(conn)
+                with pytest.raises(DependencyUnavailableError) as spent:
+                    await conn.call("after", asyncio.sleep(0))  # nothing left: refused at once
+            return alone, shared, spent.value.reason
+        finally:
+            await conn.close()
+
+    alone, shared, reason = asyncio.run(scenario())
+    assert alone[0] == 3  # 0.25 s each is within a 0.5 s timeout per call
+    assert shared[0] == 1 and shared[1] < 0.5  # the second call ran out of the request's 0.45 s
+    assert "spent" in reason
