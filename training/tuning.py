@@ -8,6 +8,10 @@ is TPE. The search stops after ``trials`` finished trials (complete or pruned, r
 or when this invocation's wall-clock ``budget_s`` is spent; a trial still training when the budget
 runs out is stopped at its next checkpoint and counted as pruned.
 
+The first trial of a new study is the configuration the run would train without ``--tune`` (the
+model's defaults, the given ``--hp``, the ProEx options), so the search starts from it and the tuned
+configuration is never below it on validation.
+
 What is searched (``--hp`` values and ProEx options given on the command line stay fixed):
 
 * LightGCN: ``lr``, ``l2``, ``embedding_dim``, ``n_layers``;
@@ -34,7 +38,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +70,57 @@ class TuneOptions:
             raise ValueError("--tune-budget-s must be > 0")
 
 
+# The search spaces: name -> ("float", low, high, log) | ("int", low, high, log) | ("cat", choices).
+Space = tuple[Any, ...]
+MODEL_SPACES: dict[str, dict[str, Space]] = {
+    "lightgcn": {
+        "lr": ("float", 3e-4, 2e-2, True),
+        "l2": ("float", 1e-9, 1e-4, True),
+        "embedding_dim": ("cat", [32, 64, 128]),
+        "n_layers": ("int", 1, 4, False),
+    },
+    "multvae": {
+        "lr": ("float", 3e-4, 1e-2, True),
+        "dropout": ("float", 0.0, 0.7, False),
+        "hidden_dim": ("cat", [200, 400, 600]),
+        "latent_dim": ("cat", [64, 128, 200]),
+        "anneal_cap": ("float", 0.0, 1.0, False),
+        "anneal_steps": ("int", 10, 20000, True),
+    },
+}
+PROEX_SPACE: dict[str, Space] = {
+    "lambda_align": ("float", 1e-3, 1.0, True),
+    "lambda_reg": ("float", 1e-3, 1.0, True),
+    "lambda_var": ("float", 1e-2, 10.0, True),
+    "mapping_hidden": ("cat", [64, 128, 256, 512]),
+    "profile_dropout": ("float", 0.0, 0.5, False),
+    "mapping_dropout": ("float", 0.0, 0.5, False),
+    "mapping_zero_init": ("cat", [False, True]),
+}
+PROEX_MODEL_SPACES: dict[str, dict[str, Space]] = {"multvae": {"beta": ("float", 0.05, 1.0, False)}}
+
+
+def _draw(trial: Any, name: str, space: Space) -> Any:
+    kind = space[0]
+    if kind == "float":
+        return trial.suggest_float(name, space[1], space[2], log=space[3])
+    if kind == "int":
+        return trial.suggest_int(name, space[1], space[2], log=space[3])
+    return trial.suggest_categorical(name, space[1])
+
+
+def _inside(value: Any, space: Space) -> bool:
+    if space[0] == "cat":
+        return value in space[1]
+    return isinstance(value, int | float) and not isinstance(value, bool) and space[1] <= value <= space[2]
+
+
+def _spaces(model: str) -> tuple[dict[str, Space], dict[str, Space]]:
+    if model not in MODEL_SPACES:
+        raise ValueError(f"no search space for model {model!r}")
+    return MODEL_SPACES[model], {**PROEX_SPACE, **PROEX_MODEL_SPACES.get(model, {})}
+
+
 def suggest(
     trial: Any,
     model: str,
@@ -75,44 +130,39 @@ def suggest(
 ) -> tuple[dict[str, Any], ProExConfig | None]:
     """Sample one configuration: the model's hyperparameters (``hyperparameters`` keys stay as given)
     and, for a fused model, the ProEx options not in ``fixed_proex``."""
+    model_space, proex_space = _spaces(model)
     hp = dict(hyperparameters)
-
-    def pick(name: str, sampler: Any) -> None:
+    for name, space in model_space.items():
         if name not in hp:
-            hp[name] = sampler()
-
-    if model == "lightgcn":
-        pick("lr", lambda: trial.suggest_float("lr", 3e-4, 2e-2, log=True))
-        pick("l2", lambda: trial.suggest_float("l2", 1e-9, 1e-4, log=True))
-        pick("embedding_dim", lambda: trial.suggest_categorical("embedding_dim", [32, 64, 128]))
-        pick("n_layers", lambda: trial.suggest_int("n_layers", 1, 4))
-    elif model == "multvae":
-        pick("lr", lambda: trial.suggest_float("lr", 3e-4, 1e-2, log=True))
-        pick("dropout", lambda: trial.suggest_float("dropout", 0.0, 0.7))
-        pick("hidden_dim", lambda: trial.suggest_categorical("hidden_dim", [200, 400, 600]))
-        pick("latent_dim", lambda: trial.suggest_categorical("latent_dim", [64, 128, 200]))
-        pick("anneal_cap", lambda: trial.suggest_float("anneal_cap", 0.0, 1.0))
-        pick("anneal_steps", lambda: trial.suggest_int("anneal_steps", 10, 20000, log=True))
-    else:
-        raise ValueError(f"no search space for model {model!r}")
+            hp[name] = _draw(trial, name, space)
     if proex is None:
         return hp, None
-    values: dict[str, Any] = {}
-
-    def pick_proex(name: str, sampler: Any) -> None:
-        if name not in fixed_proex:
-            values[name] = sampler()
-
-    pick_proex("lambda_align", lambda: trial.suggest_float("lambda_align", 1e-3, 1.0, log=True))
-    pick_proex("lambda_reg", lambda: trial.suggest_float("lambda_reg", 1e-3, 1.0, log=True))
-    pick_proex("lambda_var", lambda: trial.suggest_float("lambda_var", 1e-2, 10.0, log=True))
-    pick_proex("mapping_hidden", lambda: trial.suggest_categorical("mapping_hidden", [64, 128, 256, 512]))
-    pick_proex("profile_dropout", lambda: trial.suggest_float("profile_dropout", 0.0, 0.5))
-    pick_proex("mapping_dropout", lambda: trial.suggest_float("mapping_dropout", 0.0, 0.5))
-    pick_proex("mapping_zero_init", lambda: trial.suggest_categorical("mapping_zero_init", [False, True]))
-    if model == "multvae":
-        pick_proex("beta", lambda: trial.suggest_float("beta", 0.05, 1.0))
+    values = {
+        name: _draw(trial, name, space) for name, space in proex_space.items() if name not in fixed_proex
+    }
     return hp, replace(proex, **values)
+
+
+def starting_params(
+    model: str,
+    hyperparameters: dict[str, Any],
+    proex: ProExConfig | None,
+    fixed_proex: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The searched parameters of the configuration the run would train without ``--tune`` (the
+    model's defaults with the given hyperparameters, the given ProEx options): a new study's first
+    trial, so the search starts from the shipped configuration and what it returns is never below it
+    on validation. A value outside its search range is left to the sampler."""
+    from training.models import model_config
+
+    model_space, proex_space = _spaces(model)
+    current = asdict(model_config(model, hyperparameters))
+    params = {n: current[n] for n, space in model_space.items() if n not in hyperparameters}
+    if proex is not None:
+        options = proex.as_dict()
+        params |= {n: options[n] for n in proex_space if n not in fixed_proex}
+    spaces = {**model_space, **proex_space}
+    return {n: v for n, v in params.items() if _inside(v, spaces[n])}
 
 
 class _BudgetSpentError(Exception):
@@ -214,6 +264,8 @@ def tune(
         study.tell(stale.number, state=TrialState.FAIL)
         study.enqueue_trial(stale.params)
         log.info("trial %d was interrupted: it runs again", stale.number)
+    if not study.trials:  # a new study: the first trial is the configuration the run would use
+        study.enqueue_trial(starting_params(spec.model, spec.hyperparameters, spec.proex, fixed_proex))
     resumed = _finished(study)
     remaining = options.trials - resumed
     train_cfg = replace(spec.train, progress=False)

@@ -18,7 +18,7 @@ from training.data.cli import main as data_cli
 from training.models import build_model
 from training.proex import proex_defaults
 from training.profiles import synthetic_profile_inputs
-from training.tuning import STORAGE_FILE, STUDY_NAME, suggest, working_storage
+from training.tuning import STORAGE_FILE, STUDY_NAME, starting_params, suggest, working_storage
 
 N_USERS, N_ITEMS = 60, 50
 
@@ -87,6 +87,10 @@ def test_tune_end_to_end_on_imported_data_then_resume(imported: Path, tmp_path: 
         summary["baselines"]["ease"]["valid_recall@20"] == metrics["baselines"]["ease"]["valid"]["recall@20"]
     )
 
+    first = optuna.load_study(study_name=STUDY_NAME, storage=f"sqlite:///{out / STORAGE_FILE}").trials[0]
+    assert first.params == starting_params("multvae", {"batch_size": 32}, None)  # starts from the defaults
+    assert tuning["best_valid_recall@20"] >= (first.value or 0.0)
+
     _tune(imported, out, 5)  # a rerun continues the study: two more trials, not five
     assert len(_trial_states(out / STORAGE_FILE)) == 5
     assert json.loads((out / "config.json").read_text())["tuning"]["trials"] == 5
@@ -141,3 +145,25 @@ def test_every_search_space_builds_a_model(model: str, fused: bool, imported: Pa
         assert "lambda_align" in trial.params and "mapping_hidden" in trial.params
     built = build_model(model, split.train, hp, tuned, profiles)
     assert built.uses_profiles == fused
+
+
+def test_the_search_starts_from_the_configuration_the_run_would_use() -> None:
+    assert starting_params("lightgcn", {}, None) == {
+        "lr": 1e-3,
+        "l2": 1e-6,
+        "embedding_dim": 32,
+        "n_layers": 3,
+    }
+    assert "lr" not in starting_params("lightgcn", {"lr": 0.004}, None)  # a given --hp is not searched
+    start = starting_params("lightgcn", {}, proex_defaults("lightgcn"), frozenset({"lambda_var"}))
+    assert start["lambda_reg"] == 0.01 and start["mapping_hidden"] == 128
+    assert "lambda_align" not in start  # 0.0 is outside the searched (log) range: left to the sampler
+    assert "lambda_var" not in start  # fixed on the command line
+    replayed, proex = suggest(
+        optuna.trial.FixedTrial(start | {"lambda_align": 0.01}),
+        "lightgcn",
+        {},
+        proex_defaults("lightgcn"),
+        frozenset({"lambda_var"}),
+    )
+    assert replayed["lr"] == 1e-3 and proex is not None and proex.mapping_hidden == 128
