@@ -19,6 +19,7 @@ import copy
 import json
 import logging
 import random
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -123,7 +124,7 @@ class TrainConfig:
     patience: int = 20
     seed: int = 2024
     threads: int = 2
-    progress: bool = True
+    progress: bool = True  # bars on a terminal only: a log file gets the epoch log lines
     eval_batch_size: int = 2048
 
     def __post_init__(self) -> None:
@@ -171,6 +172,11 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
 
+    @property
+    def bars(self) -> bool:
+        """Progress bars: asked for and on a terminal (a log file gets the epoch log lines instead)."""
+        return self.config.progress and sys.stderr.isatty()
+
     def fit(self, model: Recommender, split: Split, run_dir: str | Path | None = None) -> FitResult:
         cfg = self.config
         torch.set_num_threads(cfg.threads)
@@ -184,7 +190,7 @@ class Trainer:
         best_epoch, best_score, stale = 0, -1.0, 0
         train_seconds = train_cpu_seconds = eval_seconds = 0.0
         started = time.perf_counter()
-        epoch_bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress, unit="ep")
+        epoch_bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not self.bars, unit="ep")
         epoch = 0
         for epoch in epoch_bar:
             t0, cpu0 = time.perf_counter(), time.process_time()
@@ -257,7 +263,7 @@ class Trainer:
             total=model.batches_per_epoch(),
             desc=desc,
             leave=False,
-            disable=not self.config.progress,
+            disable=not self.bars,
             unit="batch",
         )
         for batch in batches:
