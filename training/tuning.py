@@ -3,7 +3,8 @@
 Each trial builds the model with sampled hyperparameters and trains it with the shared trainer
 (early stopping on validation Recall@20, the run's epochs / cadence / patience / seed); the validation
 Recall@20 of every evaluation checkpoint is reported to the trial, and a median pruner stops trials
-that trail the others at the same checkpoint (after ``startup_trials`` complete trials). The sampler
+that trail the others at the same checkpoint (after ``prune_after`` complete trials and
+``prune_warmup_epochs`` epochs). The sampler
 is TPE. The search stops after ``trials`` finished trials (complete or pruned, resumed ones included)
 or when this invocation's wall-clock ``budget_s`` is spent; a trial still training when the budget
 runs out is stopped at its next checkpoint and counted as pruned.
@@ -60,7 +61,12 @@ class TuneOptions:
     trials: int = 30
     budget_s: float | None = 3600.0
     progress: bool = True
-    startup_trials: int = 5  # random trials before TPE models the space, and before pruning starts
+    startup_trials: int = 5  # random trials before TPE models the space
+    # Pruning starts after this many complete trials (a trial then stops at a checkpoint where it trails
+    # their median), and never before ``prune_warmup_epochs``: on a large dataset a trial takes minutes
+    # and an hour's budget holds a handful, so waiting for ``startup_trials`` would never prune.
+    prune_after: int = 2
+    prune_warmup_epochs: int = 15
     seed: int = 2024
 
     def __post_init__(self) -> None:
@@ -218,7 +224,9 @@ def _open_study(storage_path: Path, identity: dict[str, Any], options: TuneOptio
         load_if_exists=True,
         # a resumed study must not replay the same sampler draws
         sampler=optuna.samplers.TPESampler(n_startup_trials=options.startup_trials, seed=options.seed + done),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=options.startup_trials, n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=options.prune_after, n_warmup_steps=options.prune_warmup_epochs
+        ),
     )
     recorded = study.user_attrs.get("identity")
     if recorded is None:

@@ -167,3 +167,21 @@ def test_the_search_starts_from_the_configuration_the_run_would_use() -> None:
         frozenset({"lambda_var"}),
     )
     assert replayed["lr"] == 1e-3 and proex is not None and proex.mapping_hidden == 128
+
+
+def test_pruning_starts_after_two_complete_trials_and_the_warmup_epochs(tmp_path: Path) -> None:
+    """An hour's budget on a large dataset holds a handful of trials: a trial trailing the two complete
+    ones is stopped at a checkpoint past the warm-up, not only after five trials."""
+    from training.tuning import TuneOptions, _open_study
+
+    study = _open_study(tmp_path / "s.sqlite3", {"model": "x"}, TuneOptions(), 0)
+    for _ in range(2):
+        done = study.ask()
+        for step in (9, 30):
+            done.report(0.3, step)
+        study.tell(done, 0.3)
+    trailing = study.ask()
+    trailing.report(0.1, 9)
+    assert not trailing.should_prune()  # within the warm-up epochs
+    trailing.report(0.1, 30)
+    assert trailing.should_prune()
