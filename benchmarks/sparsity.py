@@ -219,7 +219,10 @@ def stops_helping(helped: dict[float, bool], fractions: Sequence[float]) -> str:
         tail = f
     helping = [f"{f:.0%}" for f in measured if helped[f]]
     if tail is None:
-        return f"helps at every measured fraction ({', '.join(helping)})"
+        if len(helping) == len(measured):
+            return f"helps at every measured fraction ({', '.join(helping)})"
+        not_helping = [f"{f:.0%}" for f in measured if not helped[f]]
+        return f"helps at {', '.join(helping)}, not at {', '.join(not_helping)} (no single turning point)"
     if tail == measured[0]:
         return f"helps at no measured fraction (from {tail:.0%} on)"
     return f"stops helping at {tail:.0%} (helps at {', '.join(helping)})"

@@ -86,6 +86,8 @@ def test_the_table_says_where_proex_stops_helping() -> None:
     assert missing == ["multvae proex 100% seed 2"] and rows[-1]["seeds"] == 1
     assert stops_helping({0.1: True, 1.0: True}, (0.1, 1.0)).startswith("helps at every")
     assert stops_helping({0.1: False, 1.0: False}, (0.1, 1.0)).startswith("helps at no")
+    mixed = stops_helping({0.1: True, 0.5: False, 1.0: True}, (0.1, 0.5, 1.0))
+    assert mixed == "helps at 10%, 100%, not at 50% (no single turning point)"
     assert stops_helping({}, (0.1,)) == "not measured"
 
 
