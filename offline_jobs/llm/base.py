@@ -63,6 +63,33 @@ class GenerationResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def decoded_result(
+    request: ChatRequest,
+    text: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    reason: str,
+    model: str,
+    seconds: float,
+    error: str | None = None,
+) -> GenerationResult:
+    """An embedded engine's result: ``text`` cut at each of the request's stop strings (the reason then
+    becomes "stop"), stripped."""
+    for stop in request.stop:
+        cut = text.find(stop)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+    return GenerationResult(
+        text=text.strip(),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        finish_reason=reason,
+        model=model,
+        seconds=seconds,
+        error=error,
+    )
+
+
 class LLMBackend(Protocol):
     model_id: str
 

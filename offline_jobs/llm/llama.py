@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.llm.base import ChatRequest, GenerationResult, decoded_result
 from offline_jobs.llm.gguf_chat import SMOLLM2_FILE, SMOLLM2_MODEL_ID, GGUFChat, smollm2_path
 
 if TYPE_CHECKING:
@@ -156,20 +156,15 @@ class LlamaCppBackend:
         lc.llama_memory_clear(self._mem, True)
 
         def finish(seq: int, slot: _Slot, reason: str, error: str | None = None) -> None:
-            text = b"".join(slot.pieces).decode("utf-8", errors="ignore")
-            for stop in slot.request.stop:
-                cut = text.find(stop)
-                if cut >= 0:
-                    text = text[:cut]
-                    reason = "stop"
-            results[slot.index] = GenerationResult(
-                text=text.strip(),
-                prompt_tokens=len(slot.prompt),
-                completion_tokens=len(slot.generated),
-                finish_reason=reason,
-                model=self.model_id,
-                seconds=time.perf_counter() - slot.started,
-                error=error,
+            results[slot.index] = decoded_result(
+                slot.request,
+                b"".join(slot.pieces).decode("utf-8", errors="ignore"),
+                len(slot.prompt),
+                len(slot.generated),
+                reason,
+                self.model_id,
+                time.perf_counter() - slot.started,
+                error,
             )
             self.stats["completion_tokens"] += len(slot.generated)
             lc.llama_sampler_free(slot.sampler)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from offline_jobs.llm.base import ChatRequest, GenerationResult
+from offline_jobs.llm.base import ChatRequest, GenerationResult, decoded_result
 
 if TYPE_CHECKING:
     import torch
@@ -593,19 +593,15 @@ class TorchGGUFBackend:
 
     def _finish(self, slot: int, seq: _Seq, reason: str, error: str | None = None) -> int:
         """Hand ``seq``'s result to its caller and free its slot (kept for a continuing conversation)."""
-        text = self.chat.detokenize(seq.generated)
-        for stop in seq.request.stop:
-            cut = text.find(stop)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
-        result = GenerationResult(
-            text=text.strip(),
-            prompt_tokens=len(seq.prompt),
-            completion_tokens=len(seq.generated),
-            finish_reason=reason,
-            model=self.model_id,
-            seconds=time.perf_counter() - seq.started,
-            error=error,
+        result = decoded_result(
+            seq.request,
+            self.chat.detokenize(seq.generated),
+            len(seq.prompt),
+            len(seq.generated),
+            reason,
+            self.model_id,
+            time.perf_counter() - seq.started,
+            error,
         )
         self.stats["completion_tokens"] += len(seq.generated)
         self._running[slot] = None

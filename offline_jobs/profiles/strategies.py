@@ -222,6 +222,11 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
     ground = sc.reference(entity_type, index)
     specs: list[Spec] = []
     quality: list[dict[str, Any]] = []
+
+    def profile_spec(text: str, j: int) -> Spec:
+        messages = (("system", system), ("user", text))
+        return Spec(messages, "profile", cfg.max_tokens, seed + j, vocab, ground=ground)
+
     if entity_type == "user":
         assert sc.neighbours is not None
         group = 3
@@ -237,16 +242,7 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
                 titles = "; ".join(sc.ctx.title(i) for i in hist)
                 lines.append(f"- User {sc.ctx.dataset.user_ids[u]}: {titles}")
             text = p.render("user", "profile", neighbours="\n".join(lines) or "(none)", **vals)
-            specs.append(
-                Spec(
-                    (("system", system), ("user", text)),
-                    "profile",
-                    cfg.max_tokens,
-                    seed + j,
-                    vocab,
-                    ground=ground,
-                )
-            )
+            specs.append(profile_spec(text, j))
             quality.append(
                 {
                     "neighbours": [str(sc.ctx.dataset.user_ids[u]) for u in members],
@@ -258,16 +254,7 @@ def reclm(sc: StrategyContext, entity_type: str, index: int) -> Coroutine:
         name = "cold" if cold else "profile"
         text = p.render("item", name, **vals)
         for j in range(cfg.k):
-            specs.append(
-                Spec(
-                    (("system", system), ("user", text)),
-                    "profile",
-                    cfg.max_tokens,
-                    seed + j,
-                    vocab,
-                    ground=ground,
-                )
-            )
+            specs.append(profile_spec(text, j))
             quality.append({"cold_item": bool(cold)})
     outcomes: list[Outcome] = yield from sc.ask(specs)
     texts = [o.text or sc.fallback(entity_type, index, j) for j, o in enumerate(outcomes)]

@@ -77,3 +77,18 @@ def test_best_of_n_is_a_setting_and_a_flag_with_its_measured_default(monkeypatch
     assert settings_from_args(argparse.Namespace(candidates=3)).profile_candidates == 3
     monkeypatch.setenv("PROFILEREC_PROFILE_CANDIDATES", "2")
     assert settings_from_args(argparse.Namespace(candidates=None)).profile_candidates == 2
+
+
+def test_an_embedded_result_is_cut_at_the_request_stop_strings():
+    from offline_jobs.llm.base import ChatRequest, decoded_result
+
+    req = ChatRequest(messages=(("user", "hi"),), stop=("\nUser:", "###"))
+    cut = decoded_result(req, " They like noir.\nUser: more ### x", 12, 9, "length", "m", 0.5)
+    assert (cut.text, cut.finish_reason, cut.prompt_tokens, cut.completion_tokens) == (
+        "They like noir.",
+        "stop",
+        12,
+        9,
+    )
+    whole = decoded_result(req, " no stop here ", 3, 2, "length", "m", 0.1, error=None)
+    assert whole.text == "no stop here" and whole.finish_reason == "length" and whole.model == "m"
