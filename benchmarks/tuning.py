@@ -14,6 +14,7 @@ kept in its folder, so rerunning the benchmark continues the searches.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--runs-dir", default=None, help="default: $PROFILEREC_WORK_DIR/runs/tuning")
     parser.add_argument("--note", default="", help="free text stored with the record (e.g. machine load)")
+    parser.add_argument(
+        "--reuse-default",
+        action="store_true",
+        help="read a default run already finished in --runs-dir with the same model and training "
+        "settings instead of training it again (the tuned runs are always trained)",
+    )
     args = parser.parse_args(argv)
 
     from dataclasses import replace
@@ -76,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
             for variant in variants:
                 where = (args, runs_dir, dataset, model, variant)
                 for seed in args.seeds:
-                    default = execute_run(_spec(*where, "default", seed))
+                    spec = _spec(*where, "default", seed)
+                    default = (args.reuse_default and _finished(spec)) or execute_run(spec)
                     baselines[Path(dataset).name] = default.metrics["baselines"]
                     rows.append(
                         _row(dataset, model_label(model, variant == "proex"), "default", seed, default)
@@ -135,6 +143,37 @@ def _spec(
         split_seed=args.split_seed,
         out=str(runs_dir / f"{Path(dataset).name}-{model}-{variant}-{kind}-seed{seed}"),
     )
+
+
+def _finished(spec: Any) -> Any:
+    """The outcome of ``spec``'s run folder when it holds a finished run of the same settings, else None.
+
+    Same settings: the model, the dataset as given, the split seed, the hyperparameters the spec asks
+    for (the shipped defaults: none), no ProEx, and the training settings field by field.
+    """
+    from types import SimpleNamespace
+
+    from training.runs import CONFIG_FILE, METRICS_FILE, RunConfig
+
+    folder = spec.run_dir()
+    if not (folder / METRICS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return None
+    config = RunConfig.from_json((folder / CONFIG_FILE).read_text())
+    same = (
+        config.model == spec.model
+        and config.dataset_source == str(spec.dataset)
+        and config.split_seed == spec.split_seed
+        and config.proex is None
+        and spec.proex is None
+        and not spec.hyperparameters
+        and config.train == spec.train.as_dict()
+        and config.tuning is None
+    )
+    if not same:
+        print(f"not reusing {folder}: its settings differ from this run's")
+        return None
+    print(f"reusing the finished default run {folder}")
+    return SimpleNamespace(metrics=json.loads((folder / METRICS_FILE).read_text()), config=config)
 
 
 def _row(dataset: str, label: str, config: str, seed: int, outcome: Any) -> dict[str, Any]:
