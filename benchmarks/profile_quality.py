@@ -13,6 +13,8 @@ default) once per configuration and reports, per configuration:
   co-watched titles, which a claim detector reads as unsupported); ``category_precision_all`` counts
   the fallbacks' mentions too;
 * ``fallback_rate``: share of the kept profiles that are extractive fallbacks;
+* ``repaired_rate``: share of the kept profiles that are LLM profiles cut to their grounded sentences
+  (``PROFILEREC_GROUNDING_REPAIR``);
 * ``mean_cos_k``: mean pairwise cosine of an entity's K profile vectors (ProEx wants them diverse);
 * ``profiles_per_s``: profiles / wall seconds of the job. Every configuration shares one generation
   cache; a configuration with the check on asks the same first requests as the one without it, so its
@@ -28,7 +30,9 @@ Configurations (``--configs``): ``off`` (the check off, ProEx prompts proex.toml
 (the check on, best of 1), ``small`` (the check on, the small-model prompts proex-small.toml),
 ``small_best2`` (plus best of 2 candidates), ``n2`` and ``n3`` (proex.toml, best of 2 and of 3: with
 ``on`` the measurement behind the default of ``PROFILEREC_PROFILE_CANDIDATES``), ``default`` (what a
-job does with the default settings). A configuration's ``cache`` is ``own`` (a cache of its own: its
+job does with the default settings), ``norepair`` (the check on without the sentence-level repair of
+``PROFILEREC_GROUNDING_REPAIR``; every other configuration with the check on repairs, as the default).
+A configuration's ``cache`` is ``own`` (a cache of its own: its
 profiles/s is its own cost) or the configuration whose cache it shares (its first requests are
 answered from there, so its cost is that configuration's seconds plus its own, ``wall_s_total``).
 
@@ -66,6 +70,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "small": {"grounding": True, "prompts": "proex-small", "candidates": 1, "cost_of": None},
     "small_best2": {"grounding": True, "prompts": "proex-small", "candidates": 2, "cost_of": "small"},
     "default": {"grounding": True, "prompts": "proex", "candidates": None, "cost_of": None},
+    "norepair": {"grounding": True, "prompts": "proex", "candidates": 1, "cost_of": None, "repair": False},
 }
 HALLUCINATION_REASONS = frozenset({"invented_title", "ungrounded_title"})
 
@@ -81,10 +86,13 @@ def sample(ctx: Any, n_users: int, n_items: int, seed: int) -> tuple[list[int], 
 
 
 def _first_attempt(quality: dict[str, Any]) -> tuple[bool, bool]:
-    """(passed, hallucinated) of a profile slot's first attempt, from its quality record."""
+    """(passed, hallucinated) of a profile slot's first attempt, from its quality record.
+
+    A first attempt kept after the repair cut its wrong sentences passed; its faults before the cut
+    (``quality["repaired"]``) say whether it named an ungrounded title."""
     rejected = quality.get("rejected") or []
     if not rejected:
-        return True, False
+        return True, bool(HALLUCINATION_REASONS & set(quality.get("repaired") or []))
     return False, bool(HALLUCINATION_REASONS & set(rejected[0]))
 
 
@@ -97,7 +105,7 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
     u_index, i_index = ctx.dataset.user_index(), ctx.dataset.item_index()
     rows = [row for folder in folders for row in read_profiles(folder)]
     hallucinated = supported = mentioned = fallbacks = 0
-    before = first_pass = checked = supported_all = mentioned_all = 0
+    before = first_pass = checked = supported_all = mentioned_all = repaired = 0
     for row in rows:
         quality = json.loads(row["quality"]) if isinstance(row["quality"], str) else row["quality"] or {}
         if "attempts" in quality:
@@ -114,6 +122,7 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
         if row["is_fallback"]:
             fallbacks += 1
             continue
+        repaired += bool(quality.get("repaired"))
         if verdict.ungrounded:
             hallucinated += 1
         mentioned += len(verdict.categories)
@@ -135,6 +144,7 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
         "category_mentions": mentioned,
         "category_precision_all": round(supported_all / max(1, mentioned_all), 4),
         "fallback_rate": round(fallbacks / n, 4),
+        "repaired_rate": round(repaired / n, 4),
         "mean_cos_k": round(float(np.mean(cosines)), 4) if cosines else None,
     }
 
@@ -158,7 +168,9 @@ def generate(
     from offline_jobs.settings import JobSettings
 
     spec = CONFIGS[name]
-    extra = {"profile_candidates": spec["candidates"]} if spec["candidates"] else {}
+    extra: dict[str, Any] = {"profile_candidates": spec["candidates"]} if spec["candidates"] else {}
+    if "repair" in spec:
+        extra["grounding_repair"] = spec["repair"]
     settings = JobSettings(grounding=spec["grounding"], **extra)
     prompt_file = resources.files("offline_jobs.profiles.prompts").joinpath(f"{spec['prompts']}.toml")
     build = BuildOptions(

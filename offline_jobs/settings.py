@@ -33,6 +33,13 @@ CANDIDATES_HELP = (
     "are worth a third more generation time)"
 )
 
+REPAIR_HELP = (
+    "cut a generated profile whose only faults are grounding faults to its sentences that pass the "
+    "check on their own, kept when the rest passes every check and still names a title of the data or a "
+    "supported genre (offline_jobs.profiles.validation); off: such a profile is regenerated or replaced "
+    "by the extractive one"
+)
+
 
 class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROFILEREC_", env_file=".env", extra="ignore")
@@ -64,6 +71,7 @@ class JobSettings(BaseSettings):
     profile_candidates: int = Field(
         default=1, ge=1, le=8, description=CANDIDATES_HELP
     )  # best of N per profile
+    grounding_repair: bool = Field(default=True, description=REPAIR_HELP)
 
     def active_entities(self, override: int | None = None) -> int:
         """How many entities a generation job keeps in flight (``override`` wins when given).

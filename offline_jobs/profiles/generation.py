@@ -58,6 +58,7 @@ class GenerationConfig:
     inputs: str = ""  # a digest of further inputs (the refresh: the live item text and user attributes)
     grounding: bool = True  # reject profiles the grounding check fails (offline_jobs.profiles.grounding)
     candidates: int = 1  # best of N: candidates generated per profile and attempt
+    repair: bool = False  # cut a profile failing the grounding check to its grounded sentences
 
     @classmethod
     def from_settings(
@@ -75,6 +76,7 @@ class GenerationConfig:
             version=version,
             grounding=getattr(settings, "grounding", True),
             candidates=getattr(settings, "profile_candidates", 1),
+            repair=getattr(settings, "grounding_repair", False),
             **job,
         )
 
@@ -82,7 +84,7 @@ class GenerationConfig:
         """Identifies the finished-entity records a resumed run may reuse."""
         data = asdict(self)
         data.pop("version")
-        for key, default in (("inputs", ""), ("grounding", False), ("candidates", 1)):
+        for key, default in (("inputs", ""), ("grounding", False), ("candidates", 1), ("repair", False)):
             if data[key] == default:
                 data.pop(key)  # digests from before the field existed stay valid (same output)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -104,6 +106,7 @@ class Outcome:
     seed: int = 0
     tokens: int = 0
     grounding: Grounding | None = None
+    repaired: list[str] = field(default_factory=list)  # the kept text was cut for these reasons
     # every candidate that passed, best first: (text, raw, grounding) (best of N)
     passed: list[tuple[str, str, Grounding | None]] = field(default_factory=list)
 
@@ -207,6 +210,7 @@ class StrategyContext:
                         entity_vocab=spec.vocab,
                         min_words=8 if spec.kind in ("profile", "duet") else 4,
                         grounding=check,
+                        repair=self.cfg.repair,
                     )
                     out.tokens += res.completion_tokens
                     if verdict.ok:
@@ -222,6 +226,7 @@ class StrategyContext:
                     verdict, req, res = passed[0]
                     out.text, out.notes, out.parts = verdict.text, verdict.notes, verdict.parts
                     out.raw, out.seed, out.grounding = res.text, req.seed, verdict.grounding
+                    out.repaired = verdict.repaired
                     out.passed = [(v.text, r.text, v.grounding) for v, _, r in passed]
                     if len(by_spec[i]) > 1:
                         out.notes = [*out.notes, f"best_of_{len(by_spec[i])}"]
@@ -263,6 +268,8 @@ class StrategyContext:
                 q["rejected"] = outcome.reasons
             if outcome.notes:
                 q["notes"] = outcome.notes
+            if ok and outcome.repaired:
+                q["repaired"] = outcome.repaired  # its faults before the wrong sentences were cut
         if not ok:
             q["fallback_reason"] = sorted({r for rs in (outcome.reasons if outcome else []) for r in rs}) or [
                 "not_generated"

@@ -18,6 +18,13 @@ Checks (each a reason string in :attr:`Verdict.reasons`):
 * the grounding check's reasons (``invented_title``, ``ungrounded_title``, ``fact_contradiction``,
   ``category_claim``; :mod:`offline_jobs.profiles.grounding`) when a ``grounding`` check is given: a profile
   that names titles outside the data, contradicts the item table or claims unsupported genres.
+
+**Repair** (``repair=True``, the job setting ``grounding_repair``): a profile whose only faults are
+grounding faults is cut to its sentences that pass the check on their own. The cut text is kept when
+it passes every check above and still makes at least one grounded claim (a title of the data or a
+supported genre), so a repair never keeps filler alone; the verdict's notes say how many sentences were
+dropped. A small model often writes one wrong sentence beside two true ones; without repair the whole
+generation was regenerated or replaced by the extractive profile.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from offline_jobs.profiles.grounding import Grounding
 
+# the reasons only the grounding check gives: a profile failing on these alone may be repaired
+GROUNDING_REASONS = frozenset({"invented_title", "ungrounded_title", "fact_contradiction", "category_claim"})
+_SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(])")
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENT_END = re.compile(r"[.!?](?:[\"')\]]*)\s")
 _META = re.compile(
@@ -58,6 +68,7 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     parts: dict[str, str] = field(default_factory=dict)
     grounding: Grounding | None = None  # the grounding check's verdict, when it ran
+    repaired: list[str] = field(default_factory=list)  # a repaired profile: the reasons it was cut for
 
 
 @lru_cache(maxsize=1)
@@ -145,8 +156,12 @@ def validate(
     min_dictionary_ratio: float = 0.6,
     max_echo_ratio: float = 0.6,
     grounding: Callable[[str], Grounding] | None = None,
+    repair: bool = False,
 ) -> Verdict:
-    """Validate one generation. ``kind``: ``profile`` | ``aspects`` | ``latent`` | ``duet``."""
+    """Validate one generation. ``kind``: ``profile`` | ``aspects`` | ``latent`` | ``duet``.
+
+    With ``repair`` and a ``grounding`` check, a profile that fails on grounding reasons alone is cut
+    to its sentences that pass the check (see the module docstring)."""
     reasons: list[str] = []
     notes: list[str] = []
     parts: dict[str, str] = {}
@@ -197,4 +212,43 @@ def validate(
     grounded = grounding(body) if grounding is not None and kind in ("profile", "duet") else None
     if grounded is not None:
         reasons.extend(grounded.reasons)
+        if repair and grounding is not None and reasons and set(reasons) <= GROUNDING_REASONS:
+            repaired = _repair(body, grounding, prompt, entity_vocab, min_words, notes)
+            if repaired is not None:
+                repaired.repaired = sorted(set(reasons))
+                if parts:
+                    repaired.parts = {**parts, "profile": repaired.text}
+                return repaired
     return Verdict(not reasons, body, sorted(set(reasons)), notes, parts, grounded)
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (split after ``.!?`` and closing quotes, before a capital or digit)."""
+    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s.strip()]
+
+
+def _repair(
+    body: str,
+    grounding: Callable[[str], Grounding],
+    prompt: str,
+    entity_vocab: Iterable[str],
+    min_words: int,
+    notes: list[str],
+) -> Verdict | None:
+    """``body`` without its sentences that fail the grounding check, or None when that is not a profile.
+
+    The kept sentences must pass every check together (length, echo, grounding, ...) and make at
+    least one grounded claim (:attr:`Grounding.specificity`).
+    """
+    sentences = split_sentences(body)
+    if len(sentences) < 2:
+        return None
+    kept = [s for s in sentences if grounding(s).passed]
+    if not kept or len(kept) == len(sentences):
+        return None
+    vocab, text = entity_vocab, " ".join(kept)
+    verdict = validate(text, prompt=prompt, entity_vocab=vocab, min_words=min_words, grounding=grounding)
+    if not verdict.ok or verdict.grounding is None or verdict.grounding.specificity < 1:
+        return None
+    verdict.notes = [*notes, f"repaired:dropped_{len(sentences) - len(kept)}_of_{len(sentences)}_sentences"]
+    return verdict

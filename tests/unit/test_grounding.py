@@ -165,3 +165,39 @@ def test_genre_lists_with_decades_and_age_phrases_are_not_titles(grounder):
     # an invented title in the same list is still caught
     invented = user(grounder, "Their taste:\n1. Crime (1990s) and Thriller\n2. The Legend of Zelda (2019)")
     assert "invented_title" in invented.reasons
+
+
+def test_repair_keeps_the_grounded_sentences_of_a_profile_with_one_wrong_sentence(grounder):
+    ref = grounder.user_reference(0)
+    check = lambda t: grounder.check(t, ref)  # noqa: E731
+    text = (
+        "A 31-year-old night owl. They love crime films and tense thrillers, Fargo (1996) above all. "
+        'They also rewatch "The Dark Knight Rider" every winter.'
+    )
+    strict = validate(text, kind="profile", grounding=check)
+    assert not strict.ok and strict.reasons == ["fact_contradiction", "invented_title"]
+    repaired = validate(text, kind="profile", grounding=check, repair=True)
+    assert repaired.ok, repaired.reasons
+    assert repaired.text == "They love crime films and tense thrillers, Fargo (1996) above all."
+    assert repaired.notes == ["repaired:dropped_2_of_3_sentences"]
+    assert repaired.grounding is not None and repaired.grounding.passed
+    assert repaired.grounding.grounded_items == [7]
+
+
+def test_repair_never_keeps_filler_alone_nor_fixes_other_faults(grounder):
+    ref = grounder.user_reference(0)
+    check = lambda t: grounder.check(t, ref)  # noqa: E731
+    # what passes says nothing checkable about the history: no repair
+    filler = "They have watched films for many years with friends. They adore Toy Story and animations."
+    assert not validate(filler, kind="profile", grounding=check, repair=True).ok
+    # the kept sentence is too short to be a profile
+    short = "They like Fargo. They adore Toy Story and animated comedies and romances of every kind."
+    assert validate(short, kind="profile", grounding=check, repair=True).reasons == [
+        "category_claim",
+        "ungrounded_title",
+    ]
+    # a fault the grounding check does not give (an echo of the prompt) is never repaired
+    prompt = "They love crime films and tense thrillers, Fargo above all, and rewatch them each winter."
+    echo = prompt + " They adore Toy Story."
+    verdict = validate(echo, kind="profile", prompt=prompt, grounding=check, repair=True)
+    assert not verdict.ok and "echo" in verdict.reasons

@@ -333,10 +333,10 @@ def test_a_shared_cache_answers_every_prompt_it_has_seen_whatever_the_output_and
 
 def test_the_config_digest_without_extra_inputs_is_the_one_from_before():
     """Fields added later leave the digest of a config that does not use them as it was; the grounding
-    check (on by default) and best of N change the output, so they change the digest."""
+    check (on by default), best of N and the repair change the output, so they change the digest."""
     cfg = GenerationConfig(strategy="proex", k=4, version="t1", grounding=False)
     data = asdict(cfg)
-    del data["version"], data["inputs"], data["grounding"], data["candidates"]
+    del data["version"], data["inputs"], data["grounding"], data["candidates"], data["repair"]
     legacy = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     assert (
         cfg.digest()
@@ -345,9 +345,9 @@ def test_the_config_digest_without_extra_inputs_is_the_one_from_before():
     )
     digests = {
         GenerationConfig(strategy="proex", k=4, version="t1", **extra).digest()  # type: ignore[arg-type]
-        for extra in ({"grounding": False}, {"grounding": True}, {"candidates": 2})
+        for extra in ({"grounding": False}, {"grounding": True}, {"candidates": 2}, {"repair": True})
     }
-    assert len(digests) == 3
+    assert len(digests) == 4
 
 
 class InventingBackend(FakeBackend):
@@ -397,6 +397,38 @@ def test_a_profile_failing_the_grounding_check_is_retried_then_replaced(ctx, tmp
         grounding=False,
     )
     assert not any(r["is_fallback"] for r in read_profiles(tmp_path / "off"))
+
+
+class MixedBackend(FakeBackend):
+    """Writes two true sentences and one naming an invented film."""
+
+    model_id = "mixed"
+
+    def generate(self, requests):
+        self.calls += 1
+        text = (
+            "This viewer enjoys thoughtful drama and light comedy, rated with care and patience. "
+            'Above all they love "The Dark Knight Rider", seen every week.'
+        )
+        return [GenerationResult(text=text, finish_reason="stop", model=self.model_id) for _ in requests]
+
+
+def test_the_repair_keeps_the_grounded_sentences_and_records_what_it_cut(ctx, tmp_path):
+    run(ctx, tmp_path, backend=MixedBackend(), strategy="reclm", users=(0,), items=(), repair=True)
+    rows = read_profiles(tmp_path)
+    assert rows and not any(r["is_fallback"] for r in rows)
+    for row in rows:
+        assert (
+            row["text"]
+            == "This viewer enjoys thoughtful drama and light comedy, rated with care and patience."
+        )
+        q = json.loads(row["quality"])
+        assert q["source"] == "llm" and q["grounding"]["passed"] and q["attempts"] == 1
+        assert q["repaired"] == ["invented_title"]
+        assert "repaired:dropped_1_of_2_sentences" in q["notes"]
+    # without the repair the same generations are rejected and replaced
+    run(ctx, tmp_path / "off", backend=MixedBackend(), strategy="reclm", users=(0,), items=(), max_retries=0)
+    assert all(r["is_fallback"] for r in read_profiles(tmp_path / "off"))
 
 
 def test_best_of_n_keeps_the_candidate_that_passes_and_resumes_from_the_cache(ctx, tmp_path):
