@@ -35,9 +35,9 @@ CANDIDATES_HELP = (
 
 REPAIR_HELP = (
     "cut a generated profile whose only faults are grounding faults to its sentences that pass the "
-    "check on their own, kept when the rest passes every check and still names a title of the data or a "
-    "supported genre (offline_jobs.profiles.validation); off: such a profile is regenerated or replaced "
-    "by the extractive one"
+    "check on their own, kept when the rest passes every check and still names a title of the data or "
+    "two supported genres (offline_jobs.profiles.validation); off: such a profile is regenerated or "
+    "replaced by the extractive one"
 )
 
 

@@ -20,7 +20,8 @@ Story", "The Legend of Zelda (2019)"). For one profile and the entity it describ
   supported / mentioned;
 * **facts** the tables hold that the text contradicts: a year given to a catalogue title that is not
   its year, a year an item profile states that no data in its prompt gives ("made in 1985" for a 1995
-  film), a user's age ("a 21-year-old" for a 24-year-old).
+  film), a year a user profile states that no film of the user's history has ("a 2014 horror film" for
+  a history of 1990s films), a user's age ("a 21-year-old" for a 24-year-old).
 
 The verdict (:class:`Grounding`) fails on any ungrounded title, any contradiction, or a category
 precision under the threshold; its ``score`` (faithfulness, 0..1) ranks candidates (best of N). The
@@ -148,7 +149,7 @@ class Reference:
     entity_type: str
     allowed: frozenset[int]  # catalogue indices the profile may name
     categories: frozenset[str]  # supported categories (lower case)
-    years: frozenset[int] = frozenset()  # years an item profile may state
+    years: frozenset[int] = frozenset()  # years the profile may state (item: its prompt's; user: history's)
     item: int | None = None  # the item itself (items)
     age: int | None = None  # the user's age (users)
 
@@ -219,10 +220,12 @@ class Grounder:
         items = self.ctx.user_items(user)
         age_text = self.ctx.user_attributes(user).get("age")
         age = int(age_text) if age_text and age_text.isdigit() else None
+        years = {y for i in items if (y := self.years[int(i)]) is not None}
         return Reference(
             "user",
             frozenset(int(i) for i in items),
             frozenset(self._frequent(items, self.min_category_share)),
+            frozenset(years),
             age=age,
         )
 
@@ -384,13 +387,13 @@ class Grounder:
                 years = {self.years[i] for i in m.items}
                 if None not in years and m.year not in years:
                     out.append(f"year {m.year} for {m.span}")
-        if ref.entity_type == "item":
+        if ref.entity_type == "item" or ref.years:
             title_years = {m.year for m in titles if m.year is not None}
             for found in _YEAR.finditer(text):
                 year = int(found.group(1))
                 if year not in ref.years and year not in title_years:
                     out.append(f"year {year}")
-        elif ref.age is not None:
+        if ref.entity_type == "user" and ref.age is not None:
             for age_match in _AGE.finditer(text):
                 age = int(age_match.group(1) or age_match.group(2))
                 if age != ref.age:

@@ -21,8 +21,8 @@ Checks (each a reason string in :attr:`Verdict.reasons`):
 
 **Repair** (``repair=True``, the job setting ``grounding_repair``): a profile whose only faults are
 grounding faults is cut to its sentences that pass the check on their own. The cut text is kept when
-it passes every check above and still makes at least one grounded claim (a title of the data or a
-supported genre), so a repair never keeps filler alone; the verdict's notes say how many sentences were
+it passes every check above and still makes grounded claims (a title of the data, or two supported
+genres), so a repair never keeps filler or a lone genre word; the verdict's notes say how many sentences were
 dropped. A small model often writes one wrong sentence beside two true ones; without repair the whole
 generation was regenerated or replaced by the extractive profile.
 """
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 # the reasons only the grounding check gives: a profile failing on these alone may be repaired
 GROUNDING_REASONS = frozenset({"invented_title", "ungrounded_title", "fact_contradiction", "category_claim"})
+# a repaired profile without a grounded title must still name this many supported genres
+REPAIR_MIN_GENRES = 2
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(])")
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENT_END = re.compile(r"[.!?](?:[\"')\]]*)\s")
@@ -237,8 +239,8 @@ def _repair(
 ) -> Verdict | None:
     """``body`` without its sentences that fail the grounding check, or None when that is not a profile.
 
-    The kept sentences must pass every check together (length, echo, grounding, ...) and make at
-    least one grounded claim (:attr:`Grounding.specificity`).
+    The kept sentences must pass every check together (length, echo, grounding, ...) and name a title
+    of the data or two supported genres.
     """
     sentences = split_sentences(body)
     if len(sentences) < 2:
@@ -248,7 +250,10 @@ def _repair(
         return None
     vocab, text = entity_vocab, " ".join(kept)
     verdict = validate(text, prompt=prompt, entity_vocab=vocab, min_words=min_words, grounding=grounding)
-    if not verdict.ok or verdict.grounding is None or verdict.grounding.specificity < 1:
+    grounded = verdict.grounding
+    if not verdict.ok or grounded is None:
+        return None
+    if not grounded.grounded_items and sum(grounded.categories.values()) < REPAIR_MIN_GENRES:
         return None
     verdict.notes = [*notes, f"repaired:dropped_{len(sentences) - len(kept)}_of_{len(sentences)}_sentences"]
     return verdict

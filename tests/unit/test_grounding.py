@@ -190,6 +190,11 @@ def test_repair_never_keeps_filler_alone_nor_fixes_other_faults(grounder):
     # what passes says nothing checkable about the history: no repair
     filler = "They have watched films for many years with friends. They adore Toy Story and animations."
     assert not validate(filler, kind="profile", grounding=check, repair=True).ok
+    # a lone genre word is not enough either: a title of the data or two supported genres
+    lone = "They have watched crime films for many years with friends. They adore Toy Story and animations."
+    assert not validate(lone, kind="profile", grounding=check, repair=True).ok
+    two = "They watch crime films and thrillers with friends every week. They adore Toy Story and animations."
+    assert validate(two, kind="profile", grounding=check, repair=True).ok
     # the kept sentence is too short to be a profile
     short = "They like Fargo. They adore Toy Story and animated comedies and romances of every kind."
     assert validate(short, kind="profile", grounding=check, repair=True).reasons == [
@@ -201,3 +206,11 @@ def test_repair_never_keeps_filler_alone_nor_fixes_other_faults(grounder):
     echo = prompt + " They adore Toy Story."
     verdict = validate(echo, kind="profile", prompt=prompt, grounding=check, repair=True)
     assert not verdict.ok and "echo" in verdict.reasons
+
+
+def test_a_year_no_film_of_the_user_history_has_contradicts(grounder):
+    # user 0's history: 1995 and 1996 films
+    assert user(grounder, "They love crime films from 1995 and thrillers.").passed
+    made_up = user(grounder, "Michael Strowk is a 2014 British crime thriller they adore.")
+    assert made_up.contradictions == ["year 2014"] and made_up.reasons == ["fact_contradiction"]
+    assert user(grounder, "They grew up on 1970s crime films and thrillers.").passed  # a decade is no year
