@@ -96,6 +96,16 @@ def _first_attempt(quality: dict[str, Any]) -> tuple[bool, bool]:
     return False, bool(HALLUCINATION_REASONS & set(rejected[0]))
 
 
+def _listed(quality: dict[str, Any], index: dict[str, int]) -> list[int]:
+    """The neighbours an item's prompt listed (their titles are grounded for that item, as in the job).
+
+    Stores from before the record kept ``listed`` give the items the job's check matched instead
+    (``grounded_on``): the check grounded them, so they were allowed."""
+    grounding = quality.get("grounding") or {}
+    ids = grounding.get("listed") or grounding.get("grounded_on") or []
+    return [index[i] for i in ids if i in index]
+
+
 def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
     """The quality figures of generated profile stores (the parts of one sample)."""
     from offline_jobs.profiles.grounding import Grounder
@@ -115,7 +125,10 @@ def measure(folders: Sequence[Path], ctx: Any) -> dict[str, Any]:
             before += invented
         is_item = row["entity_type"] == "item"
         index = (i_index if is_item else u_index)[row["entity_id"]]
-        ref = grounder.item_reference(index) if is_item else grounder.user_reference(index)
+        if is_item:
+            ref = grounder.item_reference(index, _listed(quality, i_index))
+        else:
+            ref = grounder.user_reference(index)
         verdict = grounder.check(str(row["text"]), ref)
         mentioned_all += len(verdict.categories)
         supported_all += sum(verdict.categories.values())

@@ -256,6 +256,10 @@ class StrategyContext:
             q["source"] = "llm"
             if outcome is not None and outcome.grounding is not None:
                 q["grounding"] = outcome.grounding.record(item_ids)
+                if entity_type == "item":  # titles the prompt named: the check allowed them
+                    listed = self.listed_neighbours.get(self.entity_index(entity_type, entity_id), [])
+                    if listed:
+                        q["grounding"]["listed"] = [str(item_ids[j]) for j in listed]
         elif not ok:  # the extractive profile is computed from the same data: grounded by construction
             q["source"] = "extractive"
             index = self.entity_index(entity_type, entity_id)

@@ -468,3 +468,26 @@ def test_best_of_n_keeps_the_candidate_that_passes_and_resumes_from_the_cache(ct
         candidates=2,
     )
     assert again.calls == 0 and report["stats"]["entities_skipped"] == 1
+
+
+def test_a_cold_item_profile_records_the_neighbours_its_prompt_listed(ctx, tmp_path):
+    class Recording(FakeBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompts: list[str] = []
+
+        def generate(self, requests):
+            self.prompts.extend(str(r.messages[-1][1]) for r in requests)
+            return super().generate(requests)
+
+    cold = cold_item(ctx)
+    backend = Recording()
+    run(ctx, tmp_path, backend=backend, strategy="reclm", users=(), items=(cold,), grounding=True)
+    rows = [r for r in read_profiles(tmp_path) if not r["is_fallback"]]
+    assert rows, "the fake backend's item profiles should pass"
+    index = ctx.dataset.item_index()
+    for row in rows:
+        listed = json.loads(row["quality"])["grounding"]["listed"]
+        assert len(listed) == 3 and str(ctx.dataset.item_ids[cold]) not in listed
+        # each listed item is one the prompt named
+        assert all(any(ctx.title(index[i]) in p for p in backend.prompts) for i in listed)
