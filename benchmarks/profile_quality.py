@@ -100,9 +100,8 @@ def _listed(quality: dict[str, Any], index: dict[str, int]) -> list[int]:
     """The neighbours an item's prompt listed (their titles are grounded for that item, as in the job).
 
     Stores from before the record kept ``listed`` give the items the job's check matched instead
-    (``grounded_on``): the check grounded them, so they were allowed."""
-    grounding = quality.get("grounding") or {}
-    ids = grounding.get("listed") or grounding.get("grounded_on") or []
+    (``grounded_on``; nothing with the check off): the check grounded them, so they were allowed."""
+    ids = quality.get("listed") or (quality.get("grounding") or {}).get("grounded_on") or []
     return [index[i] for i in ids if i in index]
 
 

@@ -256,16 +256,16 @@ class StrategyContext:
             q["source"] = "llm"
             if outcome is not None and outcome.grounding is not None:
                 q["grounding"] = outcome.grounding.record(item_ids)
-                if entity_type == "item":  # titles the prompt named: the check allowed them
-                    listed = self.listed_neighbours.get(self.entity_index(entity_type, entity_id), [])
-                    if listed:
-                        q["grounding"]["listed"] = [str(item_ids[j]) for j in listed]
         elif not ok:  # the extractive profile is computed from the same data: grounded by construction
             q["source"] = "extractive"
             index = self.entity_index(entity_type, entity_id)
             q["grounding"] = extractive_grounding(self.profiler, entity_type, index, fallback_text, item_ids)
             if outcome is not None and outcome.grounding is not None:
                 q["rejected_grounding"] = outcome.grounding.record(item_ids)
+        if entity_type == "item":  # the items its prompt named (the check allows their titles)
+            listed = self.listed_neighbours.get(self.entity_index(entity_type, entity_id), [])
+            if listed:
+                q["listed"] = [str(item_ids[j]) for j in listed]
         if outcome is not None:
             q["attempts"] = outcome.attempts
             if outcome.reasons:
