@@ -18,7 +18,7 @@ from offline_jobs.cli.common import (
     store_version,
     write_report,
 )
-from offline_jobs.settings import CANDIDATES_HELP, JobSettings
+from offline_jobs.settings import CANDIDATES_HELP, REPAIR_HELP, JobSettings
 
 
 def _add_llm_args(p: argparse.ArgumentParser) -> None:
@@ -62,6 +62,9 @@ def _add_llm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-retries", type=int, default=2, help="regenerations of rejected output")
     p.add_argument("--candidates", type=int, default=None, help=CANDIDATES_HELP)
     p.add_argument(
+        "--repair", action=argparse.BooleanOptionalAction, default=None, help=f"{REPAIR_HELP} (default: on)"
+    )
+    p.add_argument(
         "--sim-threshold", type=float, default=0.9, help="max cosine of a new profile to OP/siblings"
     )
     p.add_argument("--sim-retries", type=int, default=1, help="regenerations for the similarity constraint")
@@ -88,6 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> JobSettings:
         "concurrency": "llm_concurrency",
         "workers": "job_workers",
         "candidates": "profile_candidates",
+        "repair": "grounding_repair",
     }
     for arg, field in mapping.items():
         value = getattr(args, arg, None)

@@ -79,6 +79,20 @@ def test_best_of_n_is_a_setting_and_a_flag_with_its_measured_default(monkeypatch
     assert settings_from_args(argparse.Namespace(candidates=None)).profile_candidates == 2
 
 
+def test_the_grounding_repair_is_on_by_default_and_a_flag(monkeypatch):
+    from offline_jobs.cli.llm import _add_llm_args, settings_from_args
+
+    monkeypatch.delenv("PROFILEREC_GROUNDING_REPAIR", raising=False)
+    assert JobSettings().grounding_repair is True
+    parser = argparse.ArgumentParser()
+    _add_llm_args(parser)
+    assert settings_from_args(parser.parse_args(["--no-repair"])).grounding_repair is False
+    assert settings_from_args(parser.parse_args([])).grounding_repair is True
+    monkeypatch.setenv("PROFILEREC_GROUNDING_REPAIR", "false")
+    assert settings_from_args(parser.parse_args([])).grounding_repair is False
+    assert settings_from_args(parser.parse_args(["--repair"])).grounding_repair is True
+
+
 def test_an_embedded_result_is_cut_at_the_request_stop_strings():
     from offline_jobs.llm.base import ChatRequest, decoded_result
 
