@@ -38,8 +38,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from offline_jobs.profiles.grounding import Grounding
 
-# the reasons only the grounding check gives: a profile failing on these alone may be repaired
-GROUNDING_REASONS = frozenset({"invented_title", "ungrounded_title", "fact_contradiction", "category_claim"})
 # a repaired profile without a grounded title must still name this many supported genres
 REPAIR_MIN_GENRES = 2
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(])")
@@ -213,14 +211,15 @@ def validate(
         reasons.append("format")
     grounded = grounding(body) if grounding is not None and kind in ("profile", "duet") else None
     if grounded is not None:
-        reasons.extend(grounded.reasons)
-        if repair and grounding is not None and reasons and set(reasons) <= GROUNDING_REASONS:
+        # only the grounding check's faults (none of the checks above): cut the sentences it fails
+        if repair and grounding is not None and grounded.reasons and not reasons:
             repaired = _repair(body, grounding, prompt, entity_vocab, min_words, notes)
             if repaired is not None:
-                repaired.repaired = sorted(set(reasons))
+                repaired.repaired = sorted(set(grounded.reasons))
                 if parts:
                     repaired.parts = {**parts, "profile": repaired.text}
                 return repaired
+        reasons.extend(grounded.reasons)
     return Verdict(not reasons, body, sorted(set(reasons)), notes, parts, grounded)
 
 
