@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 # Sums of mixing weights below this are treated as zero (Dirichlet(0.1) samples underflow in float32).
 _WEIGHT_FLOOR = 1e-12
+# The smallest vector norm a cosine divides by (F.normalize's eps).
+_NORM_FLOOR = 1e-12
 # Log-variances from the mapping are clamped to keep exp() finite early in training.
 _LOGVAR_BOUND = 10.0
 # Where Eq. 12's addition happens: after propagation (the paper's) or on the layer-0 embeddings.
@@ -290,6 +292,17 @@ def mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ebk,bkd->ebd", weights, values)
 
 
+def mix_rows(theta: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Every environment's mix of ``values [B, K, d]``, entity-major: ``[B, E, d]``.
+
+    The same numbers as ``mix(mix_weights(theta, mask), values)`` transposed to ``[B, E, d]``: one
+    batched matrix product per entity, and rows that gather (``index_select`` on dim 0) and scatter
+    back their gradient contiguously, which the ``[E, B, d]`` layout does not on CPU.
+    """
+    weights = mix_weights(theta, mask).transpose(0, 1)  # [B, E, K]
+    return torch.bmm(weights, values)
+
+
 def profile_regulariser(
     mapped: torch.Tensor, mask: torch.Tensor, tau: float, similarity: str = "cosine"
 ) -> torch.Tensor:
@@ -302,14 +315,18 @@ def profile_regulariser(
     is the mean over entities with at least two such profiles (0 if none).
     """
     k = mapped.shape[1]
-    m = (mask.bool() & _nonzero(mapped)).to(mapped.dtype)
     if k < 2:
         return mapped.new_zeros(())
+    # Everything from the [B, K, K] Gram matrix: per-element passes over [B, K, d] tensors (normalise,
+    # nonzero test) cost more than the whole regulariser on CPU.
+    gram = torch.bmm(mapped, mapped.transpose(1, 2))  # [B, K, K]
+    squares = torch.diagonal(gram, dim1=1, dim2=2)  # [B, K]: |c_k|^2
+    m = (mask.bool() & (squares.detach() > 0)).to(mapped.dtype)
     if similarity == "dot":
-        sims = mapped @ mapped.transpose(1, 2)
-    else:
-        unit = F.normalize(mapped, dim=-1)
-        sims = unit @ unit.transpose(1, 2)
+        sims = gram
+    else:  # cosines; the norm floor is F.normalize's (1e-12)
+        norms = squares.clamp(min=_NORM_FLOOR**2).sqrt()
+        sims = gram / (norms[:, :, None] * norms[:, None, :])
     pair = m[:, :, None] * m[:, None, :] * (1.0 - torch.eye(k, dtype=mapped.dtype, device=mapped.device))
     logits = ((sims + 1.0) / tau).masked_fill(pair == 0, -1e4)
     per_slot = F.softplus(torch.logsumexp(logits, dim=-1)) * m

@@ -58,8 +58,7 @@ from training.proex import (
     environment_theta,
     info_nce,
     masked_mean,
-    mix,
-    mix_weights,
+    mix_rows,
     profile_regulariser,
 )
 from training.profiles import ProfileInputs
@@ -241,12 +240,11 @@ class LightGCN(ProExFusion, Recommender):
     def smooth_environments(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``P c~`` of every environment in one sparse product.
 
-        ``users [E, n_users, d]`` and ``items [E, n_items, d]`` in, ``[E, n_users + n_items, d]`` out.
+        ``users [n_users, E, d]`` and ``items [n_items, E, d]`` in, ``[n_users + n_items, E, d]`` out.
         """
-        n_envs, _, d = users.shape
-        stacked = torch.cat([users, items], dim=1)  # [E, N, d]
-        flat = stacked.permute(1, 0, 2).reshape(stacked.shape[1], n_envs * d)  # one sparse product
-        return self.smooth(flat).reshape(-1, n_envs, d).permute(1, 0, 2)
+        stacked = torch.cat([users, items], dim=0)  # [N, E, d]
+        n, n_envs, d = stacked.shape
+        return self.smooth(stacked.reshape(n, n_envs * d)).reshape(n, n_envs, d)
 
     def tower_collab(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The towers' ``collab`` inputs for every user and item.
@@ -328,28 +326,33 @@ class LightGCN(ProExFusion, Recommender):
             all_users = self.map_present(self.user_profiles, self.user_profile_mask)  # [n_users, K, d]
             all_items = self.map_present(self.item_profiles, self.item_profile_mask)  # [n_items, K, d]
             smoothed = self.smooth_environments(
-                mix(mix_weights(theta, self.user_profile_mask), all_users),
-                mix(mix_weights(theta, self.item_profile_mask), all_items),
-            )  # [E, n_users + n_items, d]
-            mixed_users = smoothed[:, : self.n_users].index_select(1, uniq_users)  # [E, U, d]
-            mixed_items = smoothed[:, self.n_users :].index_select(1, uniq_items)  # [E, I, d]
+                mix_rows(theta, self.user_profile_mask, all_users),
+                mix_rows(theta, self.item_profile_mask, all_items),
+            )  # [n_users + n_items, E, d]
+            mixed_users = smoothed[: self.n_users].index_select(0, uniq_users)  # [U, E, d]
+            mixed_items = smoothed[self.n_users :].index_select(0, uniq_items)  # [I, E, d]
             mapped_users, mapped_items = all_users[uniq_users], all_items[uniq_items]
         else:
             mapped_users = self.mapping(self.user_profiles.index_select(0, uniq_users))  # [U, K, d]
             mapped_items = self.mapping(self.item_profiles.index_select(0, uniq_items))  # [I, K, d]
-            mixed_users = mix(mix_weights(theta, user_mask), mapped_users)  # [E, U, d]
-            mixed_items = mix(mix_weights(theta, item_mask), mapped_items)  # [E, I, d]
+            mixed_users = mix_rows(theta, user_mask, mapped_users)  # [U, E, d]
+            mixed_items = mix_rows(theta, item_mask, mapped_items)  # [I, E, d]
         zu_uniq, zi_uniq = z_users.index_select(0, uniq_users), z_items.index_select(0, uniq_items)
-        fused_u, fused_i = zu_uniq + mixed_users, zi_uniq + mixed_items  # [E, ., d]
-        bpr = _bpr(fused_u[:, user_pos], fused_i[:, pos_pos], fused_i[:, neg_pos])  # [E]
+        fused_u = zu_uniq.unsqueeze(1) + mixed_users  # [U, E, d]
+        fused_i = zi_uniq.unsqueeze(1) + mixed_items  # [I, E, d]
+        bpr = _bpr(  # [E]: rows gathered entity-major (contiguous gradient scatter)
+            fused_u.index_select(0, user_pos).transpose(0, 1),
+            fused_i.index_select(0, pos_pos).transpose(0, 1),
+            fused_i.index_select(0, neg_pos).transpose(0, 1),
+        )
         align = None
         if self.aligns:
             cfg = self.proex
             user_valid, item_valid = user_mask.any(dim=1), item_mask.any(dim=1)
             align = torch.stack(
                 [
-                    info_nce(zu_uniq, mixed_users[e], user_valid, cfg.tau_align)
-                    + info_nce(zi_uniq, mixed_items[e], item_valid, cfg.tau_align)
+                    info_nce(zu_uniq, mixed_users[:, e], user_valid, cfg.tau_align)
+                    + info_nce(zi_uniq, mixed_items[:, e], item_valid, cfg.tau_align)
                     for e in range(len(theta))
                 ]
             )

@@ -199,7 +199,7 @@ class MultVAE(ProExFusion, Recommender):
         return stats[:, :latent], stats[:, latent:]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits over all items ``[B, I]``."""
+        """Logits over all items ``[..., B, I]`` for latents ``[..., B, d]``."""
         logits: torch.Tensor = self.decoder_out(torch.tanh(self.decoder_hidden(z)))
         return logits
 
@@ -231,8 +231,9 @@ class MultVAE(ProExFusion, Recommender):
         col_index = torch.from_numpy(rows.indices.astype(np.int64))
 
         def reconstruction(latent: torch.Tensor) -> torch.Tensor:
-            log_probs = F.log_softmax(self.decode(latent), dim=1)
-            return -log_probs[row_index, col_index].sum() / len(users)
+            """The NLL of ``latent [..., B, d]``: a scalar, or ``[E]`` for stacked environments."""
+            log_probs = F.log_softmax(self.decode(latent), dim=-1)
+            return -log_probs[..., row_index, col_index].sum(dim=-1) / len(users)
 
         if self.proex is None or self.mapping is None:
             nll = reconstruction(z)
@@ -273,7 +274,7 @@ class MultVAE(ProExFusion, Recommender):
         env_mu = mix(weights, slot_mu)
         env_var = mix(weights, slot_logvar.exp()).clamp(min=_VARIANCE_FLOOR)
         env_profile = env_mu + torch.randn_like(env_mu) * env_var.sqrt()
-        nll = torch.stack([reconstruction(z + profile) for profile in env_profile])  # [E]
+        nll = reconstruction(z + env_profile)  # [E]: every environment in one decoder pass
         align = None
         if self.aligns:
             valid = slots.any(dim=1)
