@@ -95,13 +95,19 @@ def main(argv: list[str] | None = None) -> None:
                 tune_seconds = time.perf_counter() - tune_started
                 for seed in args.seeds:
                     base = _spec(*where, "tuned", seed)
-                    outcome = execute_run(replace(tuned_spec, train=base.train, out=base.out))
+                    # the search's seed reuses its best trial's training; other seeds train
+                    trained = tuned_spec.trained if seed == args.seeds[0] else None
+                    outcome = execute_run(
+                        replace(tuned_spec, train=base.train, out=base.out, trained=trained)
+                    )
                     row = _row(dataset, model_label(model, variant == "proex"), "tuned", seed, outcome)
                     assert outcome.config.tuning is not None
                     row["trials"] = outcome.config.tuning["trials"]
                     row["tune_wall_s"] = round(tune_seconds, 1)
                     rows.append(row)
                 storage.unlink()
+                if tuned_spec.trained is not None:
+                    tuned_spec.trained.unlink(missing_ok=True)
         for result in baselines.get(Path(dataset).name, {}).values():
             if "test" in result:
                 rows.append(

@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from rec_contract.atomic import atomic_write_text
+from rec_contract.atomic import atomic_file, atomic_write_text
 from training.baselines.compare import BaselineOptions, comparison_lines, fit_baselines, model_label
 from training.data import InteractionDataset, Split, default_split_method, load_dataset, split_dataset
 from training.data.scarce import subsample_train
 from training.evaluation import evaluate
 from training.models import Recommender, TrainConfig, build_model, model_config
-from training.models.base import CHECKPOINT_FILE, FitResult
+from training.models.base import CHECKPOINT_FILE, EPOCHS_FILE, FitResult, save_checkpoint
 from training.proex import ProExConfig
 from training.profiles import ProfileInputs, load_profile_inputs
 
@@ -76,6 +76,9 @@ class RunSpec:
     # ``training.data.scarce.subsample_train``); the sparsity curve
     train_fraction: float = 1.0
     subsample_seed: int = 2024
+    # a finished training of exactly this configuration and seed (the best tuning trial, see
+    # ``training.tuning``): its weights and fit record are evaluated instead of training again
+    trained: Path | None = None
 
     def run_dir(self) -> Path:
         """``--out``, or ``<work dir>/runs/<dataset>-<model>-<proex|base>-seed<seed>``."""
@@ -244,7 +247,10 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         dataset.name,
         extra={"run_dir": str(run_dir)},
     )
-    fit = model.fit(split, spec.train, run_dir)
+    if spec.trained is not None:
+        fit = load_trained(model, spec.trained, run_dir)
+    else:
+        fit = model.fit(split, spec.train, run_dir)
     scorer = model.make_scorer()
     valid = evaluate(scorer, split, "valid")
     test = evaluate(scorer, split, "test")
@@ -268,6 +274,27 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
         metrics["wall_seconds"] = time.perf_counter() - started
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
     return RunOutcome(run_dir, model, config, fit, metrics)
+
+
+def save_trained(model: Recommender, fit: FitResult, path: Path, **extra: Any) -> None:
+    """Write ``model``'s (best) weights and its fit record to ``path`` atomically (see ``trained``)."""
+    with atomic_file(path) as tmp:
+        torch.save({"state": model.state_dict(), "fit": asdict(fit), **extra}, tmp)
+
+
+def load_trained(model: Recommender, path: Path, run_dir: Path) -> FitResult:
+    """Load the weights :func:`save_trained` wrote into ``model`` and give back their fit record.
+
+    The run folder gets the checkpoint and the epoch log the training would have written.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["state"])
+    model.eval()
+    fit = FitResult(**payload["fit"])
+    save_checkpoint(model, run_dir / CHECKPOINT_FILE)
+    atomic_write_text(run_dir / EPOCHS_FILE, "".join(json.dumps(row) + "\n" for row in fit.history))
+    log.info("reusing the finished training of %s (best epoch %d)", path.name, fit.best_epoch)
+    return fit
 
 
 def load_run(run_dir: str | Path) -> tuple[Recommender, RunConfig]:

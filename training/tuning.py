@@ -22,9 +22,13 @@ What is searched (``--hp`` values and ProEx options given on the command line st
   Mult-VAE).
 
 Resumable: the study lives in an SQLite file. While the search runs it is
-``.<run folder name>.tuning.sqlite3`` beside the run folder; the final run (the best configuration,
-retrained with the run's seed through :func:`training.runs.execute_run`) copies it into the run folder
-as ``tuning.sqlite3``. A rerun continues the study: after a kill from the working file (the killed
+``.<run folder name>.tuning.sqlite3`` beside the run folder; the final run (the best configuration
+with the run's seed, through :func:`training.runs.execute_run`) copies it into the run folder as
+``tuning.sqlite3``. A trial trains exactly what that run would (same seed, same training settings), so
+the best complete trial's weights and fit record are kept beside the study
+(``.<run folder name>.best-trial.pt``) and the run evaluates them instead of training the best
+configuration a second time (it retrains only when that file is missing or is another trial's).
+A rerun continues the study: after a kill from the working file (the killed
 trial is marked failed and its parameters are tried again), after a finished run from the run folder's
 copy (so ``--trials 40`` after ``--trials 20`` adds 20 trials). A study made on another split, model
 or profile store is refused. The best configuration is what ``config.json`` (and so the bundle's
@@ -45,11 +49,12 @@ from typing import Any
 
 from training.models.base import VALID_METRIC, Trainer
 from training.proex import ProExConfig
-from training.runs import RunData, RunOutcome, RunSpec, execute_run, prepare_data
+from training.runs import RunData, RunOutcome, RunSpec, execute_run, prepare_data, save_trained
 
 log = logging.getLogger(__name__)
 
 STORAGE_FILE = "tuning.sqlite3"
+BEST_TRIAL_FILE = "best-trial.pt"
 STUDY_NAME = "profilerec"
 
 
@@ -277,6 +282,7 @@ def tune(
     resumed = _finished(study)
     remaining = options.trials - resumed
     train_cfg = replace(spec.train, progress=False)
+    trained_file = best_trial_file(final_dir)
     interactive = options.progress and sys.stderr.isatty()
 
     def objective(trial: optuna.Trial) -> float:
@@ -294,7 +300,13 @@ def tune(
             trial.set_user_attr("seconds", round(time.monotonic() - trial_started, 2))
         trial.set_user_attr("best_epoch", fit.best_epoch)
         trial.set_user_attr("epochs_run", fit.epochs_run)
-        return float(fit.best_valid[VALID_METRIC])
+        value = float(fit.best_valid[VALID_METRIC])
+        earlier = _best(study)
+        if earlier is None or value > earlier.value:  # keep the best trial's weights for the run
+            save_trained(
+                model, fit, trained_file, trial=trial.number, params=trial.params, train=_train_key(train_cfg)
+            )
+        return value
 
     report = _reporter(options, interactive)
 
@@ -337,8 +349,39 @@ def tune(
         proex=proex,
         tuning=summary,
         attachments={**spec.attachments, STORAGE_FILE: storage},
+        trained=_trained_by(best, trained_file, train_cfg),
     )
     return tuned, storage
+
+
+def _train_key(train: Any) -> dict[str, Any]:
+    """The training settings that decide a trial's weights (not the progress bar)."""
+    return {k: v for k, v in asdict(train).items() if k != "progress"}
+
+
+def best_trial_file(final_dir: Path) -> Path:
+    """Where the best complete trial's weights and fit record wait for the run: beside the study."""
+    return final_dir.parent / f".{final_dir.name}.{BEST_TRIAL_FILE}"
+
+
+def _trained_by(best: Any, trained_file: Path, train: Any) -> Path | None:
+    """The best trial's saved training, if it is there and is that trial's: same trial, parameters and
+    training settings (else the run retrains).
+
+    A trial trains the configuration with the run's seed and training settings, so its weights are
+    what training the best configuration again would give: the run evaluates them instead.
+    """
+    if best is None or not trained_file.exists():
+        return None
+    import torch
+
+    saved = torch.load(trained_file, map_location="cpu", weights_only=True)
+    same = (
+        saved.get("trial") == best.number
+        and saved.get("params") == best.params
+        and saved.get("train") == _train_key(train)
+    )
+    return trained_file if same else None
 
 
 def _reporter(options: TuneOptions, interactive: bool) -> Callable[[Any, Any], None]:
@@ -405,4 +448,5 @@ def tune_and_run(
     tuned, storage = tune(spec, options, fixed_proex)
     outcome = execute_run(tuned)  # copies the study into the run folder before publishing it
     storage.unlink()
+    best_trial_file(spec.run_dir()).unlink(missing_ok=True)
     return outcome

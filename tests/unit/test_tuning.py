@@ -18,7 +18,14 @@ from training.data.cli import main as data_cli
 from training.models import build_model
 from training.proex import proex_defaults
 from training.profiles import synthetic_profile_inputs
-from training.tuning import STORAGE_FILE, STUDY_NAME, starting_params, suggest, working_storage
+from training.tuning import (
+    STORAGE_FILE,
+    STUDY_NAME,
+    best_trial_file,
+    starting_params,
+    suggest,
+    working_storage,
+)
 
 N_USERS, N_ITEMS = 60, 50
 
@@ -61,7 +68,8 @@ def _trial_states(storage: Path) -> list[str]:
 def test_tune_end_to_end_on_imported_data_then_resume(imported: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     _tune(imported, out, 3)
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "tuned: 3 trials" in printed and "valid R@20: Mult-VAE " in printed and "| EASE " in printed
     config = json.loads((out / "config.json").read_text())
     tuning = config["tuning"]
@@ -75,7 +83,11 @@ def test_tune_end_to_end_on_imported_data_then_resume(imported: Path, tmp_path: 
     assert _trial_states(out / STORAGE_FILE).count("RUNNING") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["baselines"]) == {"ease", "itemknn", "mostpop"}
-    assert tuning["best_valid_recall@20"] == pytest.approx(metrics["valid"]["recall@20"], abs=0.05)
+    # the run is the best trial's training, evaluated (not trained a second time)
+    assert tuning["best_valid_recall@20"] == pytest.approx(metrics["valid"]["recall@20"], abs=1e-6)
+    assert "reusing the finished training" in captured.out + captured.err
+    assert (out / "checkpoint.pt").exists() and (out / "epochs.jsonl").read_text().strip()
+    assert not best_trial_file(out).exists()
 
     from training.export import load_run_context
 
@@ -185,3 +197,28 @@ def test_pruning_starts_after_two_complete_trials_and_the_warmup_epochs(tmp_path
     assert not trailing.should_prune()  # within the warm-up epochs
     trailing.report(0.1, 30)
     assert trailing.should_prune()
+
+
+def test_the_run_reuses_only_the_best_trials_own_training(tmp_path: Path) -> None:
+    """A saved training of another trial, other parameters or other training settings is not reused."""
+    from types import SimpleNamespace
+
+    import scipy.sparse as sp
+
+    from training.models import TrainConfig
+    from training.models.base import FitResult
+    from training.runs import save_trained
+    from training.tuning import _train_key, _trained_by
+
+    matrix = sp.csr_matrix(np.eye(6, 5, dtype=np.float32))
+    model = build_model("multvae", matrix, {"hidden_dim": 8, "latent_dim": 4}, None, None)
+    fit = FitResult(1, {"recall@20": 0.1}, 1, 0.1, 0.1, 0.0, 0.1, [{"epoch": 1}])
+    train = TrainConfig(epochs=3, seed=7)
+    path = tmp_path / ".run.best-trial.pt"
+    save_trained(model, fit, path, trial=2, params={"lr": 0.01}, train=_train_key(train))
+    best = SimpleNamespace(number=2, params={"lr": 0.01})
+    assert _trained_by(best, path, TrainConfig(epochs=3, seed=7, progress=False)) == path  # bars: same run
+    assert _trained_by(SimpleNamespace(number=3, params={"lr": 0.01}), path, train) is None
+    assert _trained_by(SimpleNamespace(number=2, params={"lr": 0.02}), path, train) is None
+    assert _trained_by(best, path, TrainConfig(epochs=4, seed=7)) is None
+    assert _trained_by(best, tmp_path / "missing.pt", train) is None
