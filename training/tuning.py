@@ -245,6 +245,24 @@ def _open_study(storage_path: Path, identity: dict[str, Any], options: TuneOptio
     return study
 
 
+def _resume_study(
+    storage: Path, identity: dict[str, Any], options: TuneOptions, spec: RunSpec, fixed_proex: frozenset[str]
+) -> Any:
+    """The study to continue: trials a kill left running run again; a new one starts from the
+    configuration the run would use."""
+    from optuna.trial import TrialState
+
+    probe = _open_study(storage, identity, options, 0)
+    study = _open_study(storage, identity, options, len(probe.trials)) if probe.trials else probe
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a kill
+        study.tell(stale.number, state=TrialState.FAIL)
+        study.enqueue_trial(stale.params)
+        log.info("trial %d was interrupted: it runs again", stale.number)
+    if not study.trials:  # a new study: the first trial is the configuration the run would use
+        study.enqueue_trial(starting_params(spec.model, spec.hyperparameters, spec.proex, fixed_proex))
+    return study
+
+
 def _finished(study: Any) -> int:
     from optuna.trial import TrialState
 
@@ -258,7 +276,6 @@ def tune(
     ``tuning`` summary and the study file attached) and the working study file."""
     import optuna
     import torch
-    from optuna.trial import TrialState
 
     from training.models import build_model, model_config
 
@@ -270,15 +287,7 @@ def tune(
         shutil.copy2(final_dir / STORAGE_FILE, storage)  # continue the study of a finished tuned run
     model_config(spec.model, spec.hyperparameters)  # validate before any work
     data = prepare_data(spec)
-    identity = _identity(spec, data)
-    probe = _open_study(storage, identity, options, 0)
-    study = _open_study(storage, identity, options, len(probe.trials)) if probe.trials else probe
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a kill
-        study.tell(stale.number, state=TrialState.FAIL)
-        study.enqueue_trial(stale.params)
-        log.info("trial %d was interrupted: it runs again", stale.number)
-    if not study.trials:  # a new study: the first trial is the configuration the run would use
-        study.enqueue_trial(starting_params(spec.model, spec.hyperparameters, spec.proex, fixed_proex))
+    study = _resume_study(storage, _identity(spec, data), options, spec, fixed_proex)
     resumed = _finished(study)
     remaining = options.trials - resumed
     train_cfg = replace(spec.train, progress=False)
