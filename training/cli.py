@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     proex.add_argument("--profile-dropout", type=float, default=None, help="dropout on f_psi's inputs")
     proex.add_argument("--mapping-dropout", type=float, default=None, help="dropout on f_psi's hidden layer")
     proex.add_argument(
+        "--input-rank",
+        type=int,
+        default=None,
+        help="f_psi reads the profiles' top-N principal coordinates (0: the whole vector; model default)",
+    )
+    proex.add_argument(
         "--fusion-stage",
         choices=("output", "input"),
         default=None,
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             mapping_lr=args.mapping_lr,
             profile_dropout=args.profile_dropout,
             mapping_dropout=args.mapping_dropout,
+            input_rank=args.input_rank,
             fusion_stage=args.fusion_stage,
             reg_similarity=args.reg_similarity,
             use_variance=False if args.no_variance else None,

@@ -301,6 +301,21 @@ def test_towers_export_to_onnx(kind: str, proex: bool, split: Split, tmp_path: P
     export_and_compare(make(kind, split, proex), split, tmp_path)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_projected_mapping_scores_equal_towers_and_export_to_onnx(
+    kind: str, split: Split, tmp_path: Path
+) -> None:
+    """``input_rank``: training reads projected profiles, the towers project raw ones: same scores."""
+    torch.manual_seed(0)
+    config = ProExConfig(mapping_hidden=12, input_rank=3)
+    model = build_model(kind, split.train, SMALL[kind], config, profiles_for(split))
+    assert isinstance(model, LightGCN | MultVAE) and model.mapping is not None and model.mapping.projects
+    train_a_little(model, split)
+    users = np.array([0, 3, 7, 11, 39])
+    assert torch.allclose(model.score_all(users), tower_scores(model, users), atol=1e-5)
+    export_and_compare(model, split, tmp_path)
+
+
 def test_regularised_mapping_towers_export_to_onnx(split: Split, tmp_path: Path) -> None:
     config = ProExConfig(mapping_hidden=12, mapping_zero_init=True, profile_dropout=0.3, mapping_dropout=0.2)
     torch.manual_seed(0)
@@ -360,7 +375,8 @@ def write_toy_store(folder: Path, dataset: InteractionDataset, split: Split) -> 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cli_run_folder_reloads_to_identical_scores(kind: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rank", [None, 3])
+def test_cli_run_folder_reloads_to_identical_scores(kind: str, rank: int | None, tmp_path: Path) -> None:
     dataset = toy_dataset()
     dataset.save(tmp_path / "dataset")
     split = split_dataset(dataset, "random", seed=1)
@@ -369,6 +385,8 @@ def test_cli_run_folder_reloads_to_identical_scores(kind: str, tmp_path: Path) -
     args = ["--dataset", str(tmp_path / "dataset"), "--split-method", "random", "--split-seed", "1"]
     args += ["--model", kind, "--proex", "--profiles", str(tmp_path / "store"), "--mapping-hidden", "12"]
     args += ["--epochs", "2", "--eval-every", "1", "--threads", "1", "--no-progress", "--out", str(out)]
+    if rank is not None:
+        args += ["--input-rank", str(rank)]
     for key, value in SMALL[kind].items():
         args += ["--hp", f"{key}={value}"]
     cli_main(args)
@@ -387,6 +405,7 @@ def test_cli_run_folder_reloads_to_identical_scores(kind: str, tmp_path: Path) -
 
     model, loaded = load_run(out)
     assert loaded.model == kind and model.uses_profiles
+    assert model.mapping is not None and model.mapping.projects == (rank is not None)
     users = np.flatnonzero(np.diff(split.test.indptr) > 0)
     from training.evaluation import evaluate
 

@@ -324,3 +324,24 @@ def test_reused_runs_compare_missing_proex_options_as_their_defaults() -> None:
     changed = {**current, "proex": {**current["proex"], "fusion_stage": "input"}}
     assert _comparable(changed) != _comparable(current)
     assert _comparable({**current, "proex": None})["proex"] is None
+
+
+def test_principal_projection_of_the_mapping_input() -> None:
+    """``input_rank``: f_psi reads the top principal coordinates; forward == core(project(x))."""
+    torch.manual_seed(5)
+    scales = torch.zeros(3, 6)
+    scales[0, 0], scales[1, 1], scales[2, 2] = 3.0, 2.0, 1.0
+    rows = torch.randn(2000, 3) @ scales
+    rows = rows + 0.01 * torch.randn(2000, 6) + 5.0
+    mapping = MappingMLP(6, 8, 4, input_rank=2)
+    assert mapping.projects and mapping.hidden.in_features == 2
+    mapping.fit_projection(rows)
+    assert torch.allclose(mapping.center, rows.mean(0), atol=1e-5)
+    assert torch.allclose(mapping.basis.T @ mapping.basis, torch.eye(2), atol=1e-5)
+    assert abs(float(mapping.basis[0, 0])) > 0.98 and abs(float(mapping.basis[1, 1])) > 0.98  # top variance
+    x = torch.randn(5, 3, 6)
+    assert torch.allclose(mapping(x), mapping.core(mapping.project(x)))
+    assert mapping.project(x).shape == (5, 3, 2)
+    assert not MappingMLP(6, 8, 4, input_rank=6).projects and not MappingMLP(6, 8, 4).projects
+    with pytest.raises(ValueError, match="input_rank"):
+        ProExConfig(input_rank=-1)

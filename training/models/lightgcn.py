@@ -173,6 +173,9 @@ class LightGCN(ProExFusion, Recommender):
         self._train_items = coo.col.astype(np.int64)
         self._positive_keys = np.unique(self._train_users * self.n_items + self._train_items)
         self.init_proex(proex, profiles, d)
+        if self.mapping is not None:
+            sources = {"user_profiles": "user_profile_mask", "item_profiles": "item_profile_mask"}
+            self.setup_projection(sources)
 
     # ------------------------------------------------------------------ interface
     def hyperparameters(self) -> dict[str, Any]:
@@ -258,30 +261,28 @@ class LightGCN(ProExFusion, Recommender):
         assert self.mapping is not None
         pooled = torch.cat(
             [
-                masked_mean(
-                    self.map_present(self.user_profiles, self.user_profile_mask), self.user_profile_mask
-                ),
-                masked_mean(
-                    self.map_present(self.item_profiles, self.item_profile_mask), self.item_profile_mask
-                ),
+                masked_mean(self.map_present("user"), self.user_profile_mask),
+                masked_mean(self.map_present("item"), self.item_profile_mask),
             ]
         )
         rest = self.smooth(pooled) - self.profile_weight * pooled
         return z_users + rest[: self.n_users], z_items + rest[self.n_users :]
 
-    def map_present(self, profiles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``f_psi`` of every slot of the entities that have a profile; zeros for those without.
+    def map_present(self, entity: str) -> torch.Tensor:
+        """``f_psi`` of every slot of the ``entity`` ("user" / "item") rows that have a profile; zeros
+        for those without.
 
         Exact wherever the result is used (entities without profiles get zero mixing and pooling
         weights), and it skips the mapping of, e.g., tens of thousands of users with no profile.
         """
-        assert self.mapping is not None
+        mask = self.user_profile_mask if entity == "user" else self.item_profile_mask
+        name = f"{entity}_profiles"
         present = mask.any(dim=1)
         if bool(present.all()):
-            return self.mapping(profiles)
+            return self.map_rows(name)
         index = torch.nonzero(present).squeeze(1)
-        out = profiles.new_zeros(profiles.shape[0], profiles.shape[1], self.config.embedding_dim)
-        return out.index_copy(0, index, self.mapping(profiles.index_select(0, index)))
+        out = mask.new_zeros(mask.shape[0], mask.shape[1], self.config.embedding_dim, dtype=torch.float32)
+        return out.index_copy(0, index, self.map_rows(name, index))
 
     def l2_penalty(self) -> torch.Tensor:
         """Squared L2 norm of the ID embeddings (``f_psi`` has its own ``mapping_weight_decay``)."""
@@ -323,8 +324,8 @@ class LightGCN(ProExFusion, Recommender):
         item_mask = self.item_profile_mask.index_select(0, uniq_items)
         theta = environment_theta(self.proex)  # one set of environments for users and items
         if self.fuses_input:
-            all_users = self.map_present(self.user_profiles, self.user_profile_mask)  # [n_users, K, d]
-            all_items = self.map_present(self.item_profiles, self.item_profile_mask)  # [n_items, K, d]
+            all_users = self.map_present("user")  # [n_users, K, d]
+            all_items = self.map_present("item")  # [n_items, K, d]
             smoothed = self.smooth_environments(
                 mix_rows(theta, self.user_profile_mask, all_users),
                 mix_rows(theta, self.item_profile_mask, all_items),
@@ -333,8 +334,8 @@ class LightGCN(ProExFusion, Recommender):
             mixed_items = smoothed[self.n_users :].index_select(0, uniq_items)  # [I, E, d]
             mapped_users, mapped_items = all_users[uniq_users], all_items[uniq_items]
         else:
-            mapped_users = self.mapping(self.user_profiles.index_select(0, uniq_users))  # [U, K, d]
-            mapped_items = self.mapping(self.item_profiles.index_select(0, uniq_items))  # [I, K, d]
+            mapped_users = self.map_rows("user_profiles", uniq_users)  # [U, K, d]
+            mapped_items = self.map_rows("item_profiles", uniq_items)  # [I, K, d]
             mixed_users = mix_rows(theta, user_mask, mapped_users)  # [U, E, d]
             mixed_items = mix_rows(theta, item_mask, mapped_items)  # [I, E, d]
         zu_uniq, zi_uniq = z_users.index_select(0, uniq_users), z_items.index_select(0, uniq_items)

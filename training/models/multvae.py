@@ -148,6 +148,7 @@ class MultVAE(ProExFusion, Recommender):
             inputs, slots = self._mapping_inputs(profiles)
             self.register_buffer("user_mapping_inputs", inputs)
             self.register_buffer("user_slot_mask", slots)
+            self.setup_projection({"user_mapping_inputs": "user_slot_mask"})
         self._trainable_users = np.flatnonzero(np.diff(self.train_matrix.indptr) > 0)
 
     def _mapping_inputs(self, profiles: ProfileInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,7 +269,7 @@ class MultVAE(ProExFusion, Recommender):
         cfg = self.proex
         index = torch.from_numpy(users.astype(np.int64))
         slots = self.user_slot_mask.index_select(0, index)
-        mapped = self.mapping(self.user_mapping_inputs.index_select(0, index))  # [B, K, 2d]
+        mapped = self.map_rows("user_mapping_inputs", index)  # [B, K, 2d]
         slot_mu, slot_logvar = split_mean_logvar(mapped, self.config.latent_dim)
         weights = mix_weights(environment_theta(cfg), slots)  # [E, B, K]
         env_mu = mix(weights, slot_mu)
