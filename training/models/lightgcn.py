@@ -17,14 +17,15 @@ of the same user are redrawn, up to ``_NEGATIVE_RETRIES`` rounds; the rare colli
 are accepted (the reference code accepts them too).
 
 ProEx (``proex`` given): the K profile vectors of the batch's distinct users and items go through the
-shared mapping ``f_psi: d_s -> hidden -> d``; each environment mixes them with Dirichlet weights and adds
-them to the propagated embeddings (Eq. 8, 12); the loss is Eq. 13-14 with InfoNCE alignment between the
-propagated embedding and the mixed profile. ``L_rec^e`` is LightGCN's whole loss, BPR plus the embedding
-L2, so Eq. 14's sum over environments keeps the base model's ratio of BPR to L2 (adding the L2 once to a
-sum of |E| BPR terms would weaken it |E|-fold against the base model under Adam). Inference adds the
-masked mean of the K mapped profiles (Algorithm 2). The towers (:meth:`LightGCN.user_tower`,
-:meth:`LightGCN.item_tower`) compute exactly that from ``(collab, profiles, profile_mask)`` with
-ONNX-exportable ops.
+shared mapping ``f_psi: d_s -> hidden -> d`` (read from their projection on the profiles' top principal
+directions, computed once, when ``ProExConfig.input_rank`` is set); each environment mixes them with
+Dirichlet weights and adds them to the propagated embeddings (Eq. 8, 12); the loss is Eq. 13-14 with
+InfoNCE alignment between the propagated embedding and the mixed profile. ``L_rec^e`` is LightGCN's
+whole loss, BPR plus the embedding L2, so Eq. 14's sum over environments keeps the base model's ratio of
+BPR to L2 (adding the L2 once to a sum of |E| BPR terms would weaken it |E|-fold against the base model
+under Adam). Inference adds the masked mean of the K mapped profiles (Algorithm 2). The towers
+(:meth:`LightGCN.user_tower`, :meth:`LightGCN.item_tower`) compute exactly that from ``(collab,
+profiles, profile_mask)`` with ONNX-exportable ops.
 
 With ``ProExConfig.fusion_stage="input"`` the mixed profiles are added to the layer-0 embeddings
 instead, so propagation pools every entity's profiles over its neighbourhood: the fused
