@@ -282,7 +282,7 @@ class LightGCN(ProExFusion, Recommender):
         if bool(present.all()):
             return self.map_rows(name)
         index = torch.nonzero(present).squeeze(1)
-        out = mask.new_zeros(mask.shape[0], mask.shape[1], self.config.embedding_dim, dtype=torch.float32)
+        out = getattr(self, name).new_zeros(mask.shape[0], mask.shape[1], self.config.embedding_dim)
         return out.index_copy(0, index, self.map_rows(name, index))
 
     def l2_penalty(self) -> torch.Tensor:

@@ -206,9 +206,8 @@ class MultVAE(ProExFusion, Recommender):
 
     def _profile_means(self, users: np.ndarray) -> torch.Tensor:
         """Inference-time profile term: masked mean of the mapped slot means ``[B, d]``."""
-        assert self.mapping is not None
         index = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        mapped = self.mapping(self.user_mapping_inputs[index])
+        mapped = self.map_rows("user_mapping_inputs", index)  # the projected copies, as in training
         mu, _ = split_mean_logvar(mapped, self.config.latent_dim)
         return masked_mean(mu, self.user_slot_mask[index])
 
