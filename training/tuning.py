@@ -384,7 +384,7 @@ def _trained_by(best: Any, trained_file: Path, train: Any) -> Path | None:
         return None
     import torch
 
-    saved = torch.load(trained_file, map_location="cpu", weights_only=True)
+    saved = torch.load(trained_file, map_location="cpu", weights_only=True, mmap=True)  # metadata only
     same = (
         saved.get("trial") == best.number
         and saved.get("params") == best.params
