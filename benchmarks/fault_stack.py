@@ -18,11 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.day_in_the_life import API_KEY, Deployment, RedisServer, ServiceProcess, free_port
 from rec_contract.bundle import resolve_pointer
 
 KEYS = {"X-API-Key": API_KEY}
+
+
+def serving_workers(url: str) -> dict[str, str]:
+    """The worker processes that serve a bundle, and its version, from ``/metrics`` (every worker's
+    ``profilerec_model_info`` series, labelled with its ``pid``; a single process has no ``pid``)."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    serving: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "profilerec_model_info":
+            continue
+        for sample in family.samples:
+            if sample.value == 1:
+                serving[sample.labels.get("pid", "")] = sample.labels["bundle_version"]
+    return serving
 
 
 class Service:
@@ -40,7 +55,8 @@ class Service:
         self.url = self.process.url
 
     def start(self, wait_for: str = "/readyz", timeout: float = 180) -> float:
-        """Start and wait until ``wait_for`` answers 200. Returns the seconds it took."""
+        """Start and wait until ``wait_for`` answers 200 (for ``/readyz``: and every worker serves a
+        bundle; one worker's 200 says nothing of the other's). Returns the seconds it took."""
         started = time.monotonic()
         self.process.start()
         last = "no answer"
@@ -50,7 +66,12 @@ class Service:
                 raise RuntimeError(f"the service exited with {proc.returncode}: {self.log_tail()}")
             try:
                 answer = httpx.get(f"{self.url}{wait_for}", timeout=5)
-                if answer.status_code == 200:
+                if answer.status_code == 200 and wait_for == "/readyz":
+                    serving = serving_workers(self.url)
+                    if len(serving) >= self.process.workers:
+                        return time.monotonic() - started
+                    last = f"{len(serving)} of {self.process.workers} workers serve a bundle"
+                elif answer.status_code == 200:
                     return time.monotonic() - started
                 last = f"{answer.status_code} {answer.text[:200]}"
             except httpx.HTTPError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rec_contract.logs import configure_logging
 from service.errors import install_error_handlers
 from service.metrics import REQUEST_LATENCY, REQUESTS
 from service.openapi import install_live_openapi
@@ -60,6 +61,10 @@ class MetricsMiddleware:
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    if not logging.getLogger().handlers:
+        # a worker process uvicorn spawned (``--workers`` > 1) starts with no logging configured: without
+        # this its records lose their fields (the reason a bundle failed to load) and every info line
+        configure_logging()
     settings = settings or ServiceSettings()
 
     @contextlib.asynccontextmanager

@@ -86,11 +86,20 @@ def stage(name: str) -> Iterator[None]:
         child.observe(time.perf_counter() - started)
 
 
+_SERVED: dict[str, dict[str, str]] = {}  # the labels this process last set to 1
+
+
 def set_model_info(bundle_version: str, model_kind: str, proex: bool, dataset: str) -> None:
-    MODEL_INFO.clear()
-    MODEL_INFO.labels(
-        bundle_version=bundle_version, model_kind=model_kind, proex=str(proex).lower(), dataset=dataset
-    ).set(1)
+    """Mark the bundle this process serves (1) and the one it served before as not served (0): with
+    several workers, ``/metrics`` has one series per worker (``pid``), so it shows how many workers
+    serve which version. (``clear()`` cannot remove a series across worker processes.)"""
+    labels = {"bundle_version": bundle_version, "model_kind": model_kind, "proex": str(proex).lower()}
+    labels["dataset"] = dataset
+    previous = _SERVED.get("labels")
+    if previous is not None and previous != labels:
+        MODEL_INFO.labels(**previous).set(0)
+    MODEL_INFO.labels(**labels).set(1)
+    _SERVED["labels"] = labels
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -272,13 +272,14 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": ReadinessResponse, "description": "not ready: a check failed"}},
 )
 async def readyz(rt: RuntimeDep) -> JSONResponse:
-    """Check names and states only (``ok``, ``missing``, ``refused``, ``unreachable``, ``disabled``);
-    the reasons (paths, exception texts) are in the service log."""
+    """Check names and states only (``ok``, ``missing``, ``refused``, ``waiting``, ``unreachable``,
+    ``disabled``); the reasons (paths, exception texts) are in the service log. A bundle ``waiting`` is
+    one whose store was unreachable when it was opened (it is opened again, without a restart)."""
     checks: dict[str, str] = {}
     bundle = rt.holder.current
     checks["bundle"] = "ok" if bundle is not None else rt.holder.state
-    if bundle is not None and rt.holder.state == "refused":
-        checks["promoted_bundle"] = "refused"  # a newer bundle failed its checks; the old one serves
+    if bundle is not None and rt.holder.state in ("refused", "waiting"):
+        checks["promoted_bundle"] = rt.holder.state  # a newer bundle did not open; the old one serves
     store = await rt.ping_store()
     checks["store"] = "ok" if store is None else "unreachable"
     redis = await rt.cache.ping()

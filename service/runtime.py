@@ -76,7 +76,8 @@ class BundleHolder:
 
     current: Live | None = None
     error: str | None = None  # the reason, for the log and the admin reload answer (never /readyz)
-    state: Literal["ok", "missing", "refused"] = "missing"
+    # missing: no bundle pointed at; refused: it failed its checks; waiting: a store it needs is unreachable
+    state: Literal["ok", "missing", "refused", "waiting"] = "missing"
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def require(self) -> Live:
@@ -161,7 +162,10 @@ class Runtime:
                 live = await self.open_live(bundle)
             except (BundleError, DependencyUnavailableError, OSError, ValueError) as exc:
                 BUNDLE_RELOADS.labels(outcome="failed").inc()
-                self.holder.error, self.holder.state = f"bundle {target.name} refused: {exc}", "refused"
+                waiting = isinstance(exc, DependencyUnavailableError)  # the bundle is fine, a store is not
+                verb = "waits for a store" if waiting else "refused"
+                self.holder.error = f"bundle {target.name} {verb}: {exc}"
+                self.holder.state = "waiting" if waiting else "refused"
                 log.error(
                     "bundle load failed; keeping the current one",
                     extra={"bundle": str(target), "reason": str(exc)},

@@ -7,6 +7,7 @@ refresh job SIGKILLed at random points (each rerun converges to the uninterrupte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,20 @@ def test_an_unreachable_or_hanging_qdrant_gets_a_503_within_the_timeout_then_ser
     # Qdrant back: the same service processes serve again, no restart
     assert figures["recovery_s"] is not None
     assert figures["after_ok"] == figures["after_requests"] == 6, figures["after_statuses"]
-    assert figures["readyz_after_status"] == 200 and figures["same_service_process"]
+    # ready again (readiness may lag a request or two: it asks Qdrant afresh), and stays ready
+    assert figures["readyz_after_s"] is not None, figures["readyz_after_failed_checks"]
+    assert figures["readyz_after_status"] == 200, figures["readyz_after_statuses"]
+    assert figures["same_service_process"]
     if mode == "down":  # started while Qdrant refused, without a bundle watcher: loads once it answers
         assert figures["startup_503_retry_after_json"] == figures["startup_requests"] == 6
         assert figures["startup_readyz_checks"]["store"] == "unreachable"
+        assert figures["startup_readyz_checks"]["bundle"] == "waiting"  # not "refused": the bundle is fine
+        # the workers log JSON with the reason (a spawned worker has its own logging to configure)
+        records = [json.loads(line) for line in (deployment.root / "service.log").read_text().splitlines()
+                   if line.startswith("{")]  # fmt: skip
+        waiting = [r for r in records if r["msg"] == "starting without a bundle"]
+        assert waiting and all("qdrant at" in r["reason"] for r in waiting)
+        assert any(r["msg"] == "serving bundle" for r in records)  # info lines of the workers too
         assert figures["startup_ready_after_s"] is not None
         assert figures["startup_after_ok"] == figures["startup_after_requests"] == 6
         assert figures["startup_same_service_process"]
