@@ -83,7 +83,8 @@ class ProExConfig:
     it is built and kept with ``f_psi``; ``profile_dropout`` then acts on those coordinates). Training
     maps the projected vectors, computed once, so ``f_psi``'s first layer costs ``input_rank`` instead of
     ``d_s`` per profile; the towers and the exported graphs take the ``d_s``-dimensional vectors as
-    before. With ``input_rank >= d_s`` it is off.
+    before. With ``input_rank >= d_s`` it is off, and LightGCN turns it off when items have no ID
+    embeddings (``item_ids=False``: the text is then the items' identity, and the run records 0).
 
     Where the element-wise addition of Eq. 12 happens (graph models only, LightGCN):
 

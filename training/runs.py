@@ -44,7 +44,7 @@ from training.data.scarce import subsample_train
 from training.evaluation import evaluate
 from training.models import Recommender, TrainConfig, build_model, model_config
 from training.models.base import CHECKPOINT_FILE, EPOCHS_FILE, FitResult, save_checkpoint
-from training.proex import ProExConfig
+from training.proex import ProExConfig, ProExFusion
 from training.profiles import ProfileInputs, load_profile_inputs
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ def _train_and_evaluate(spec: RunSpec, run_dir: Path, started: float) -> RunOutc
     config = RunConfig(
         model=spec.model,
         hyperparameters=model.hyperparameters(),
-        proex=spec.proex.as_dict() if spec.proex is not None else None,
+        # what the model uses (a model may turn an option off, e.g. LightGCN's input_rank without item ids)
+        proex=model.proex.as_dict() if isinstance(model, ProExFusion) and model.proex is not None else None,
         dataset=dataset.name,
         dataset_source=str(spec.dataset),
         dataset_fingerprint=dataset.fingerprint(),

@@ -60,3 +60,14 @@ def test_without_input_rank_nothing_is_projected() -> None:
     )
     assert fused.mapping is not None and not fused.mapping.projects
     assert "mapping.basis" not in fused.state_dict() and not hasattr(fused, "item_profiles_projected")
+
+
+def test_items_known_only_by_text_are_never_projected() -> None:
+    """With ``item_ids=False`` the text is an item's identity: the default rank is turned off (and the
+    model's config, which a run records, says so)."""
+    profiles = synthetic_profile_inputs(N_USERS, N_ITEMS, 1, D_S, seed=2)
+    proex = proex_defaults("lightgcn", n_profiles=1, input_rank=4, fusion_stage="input")
+    fused = build_model("lightgcn", _train(), {"item_ids": False}, proex, profiles)
+    assert fused.mapping is not None and not fused.mapping.projects
+    assert fused.mapping.hidden.in_features == D_S
+    assert fused.proex is not None and fused.proex.input_rank == 0 and proex.input_rank == 4

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -168,6 +168,10 @@ class LightGCN(ProExFusion, Recommender):
             if proex is None or proex.fusion_stage != "input":
                 raise ValueError("item_ids=False needs ProEx with fusion_stage='input' (items enter as text)")
             self.register_buffer("item_embedding", torch.zeros(self.n_items, d))
+            if proex.input_rank:
+                # the text is the items' identity here: a rank-r projection of it merges items (MIND,
+                # RecLM's text-as-item base, seed 1: day N+1 R@20 0.0411 with rank 64, 0.0574 without)
+                proex = replace(proex, input_rank=0)
         self.adjacency = normalized_adjacency(train)
         coo = sp.coo_matrix(train)
         self._train_users = coo.row.astype(np.int64)
