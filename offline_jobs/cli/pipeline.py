@@ -6,6 +6,7 @@
     profilerec-pipeline retrain [--tolerance 0.005]           # all data -> candidate -> gate -> live
         [--max-gap-to-ease 0.01]                              # ... and refuse a model trailing EASE
     profilerec-pipeline rollback                              # the previous bundle is live again
+    profilerec-pipeline prune --keep 3                        # remove old bundles and their derived state
     profilerec-pipeline status                                # live/previous bundles and their metrics
                                                               # (exit 2 when `current` is missing or broken)
 
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from offline_jobs.publish.retention import add_prune_parser, prune_command
 from rec_contract.logs import configure_logging
 from training.cli import parse_hyperparameter
 
@@ -380,6 +382,7 @@ def _add_other_commands(sub: Any) -> None:
     )
 
     sub.add_parser("rollback", help="make the previous bundle live again")
+    add_prune_parser(sub)
     sub.add_parser("status", help="the live and previous bundles")
 
 
@@ -474,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "rollback":
             with _qdrant(args, required=False) as client:
                 result = rollback(args.bundles_root, client)
+        elif args.command == "prune":
+            with _qdrant(args, required=False) as client:
+                result = prune_command(args, work, client)
         else:
             result = _status(args)
             if not isinstance(result["current"], dict):  # no live bundle: say so, and fail

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from offline_jobs.cli.pipeline import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,10 +40,14 @@ def test_cron_file_lines_are_valid_and_call_installed_commands() -> None:
         for line in (ROOT / "docker/cron/profilerec-refresh").read_text().splitlines()
         if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
     ]
-    assert len(lines) == 2
+    assert len(lines) == 3  # refresh, retrain, prune
     scripts = _console_scripts()
     for line in lines:
         fields = line.split(maxsplit=6)
         assert len(fields) == 7  # five time fields, the user, the command
         used = [word.rsplit("/", 1)[-1] for word in fields[6].split() if "profilerec-" in word]
         assert used and all(word in scripts for word in used)
+        if used == ["profilerec-pipeline"]:  # its sub-command and options parse
+            words = fields[6].split(">>")[0].split()
+            pipeline_args = words[[w.rsplit("/", 1)[-1] for w in words].index("profilerec-pipeline") + 1 :]
+            build_parser().parse_args(pipeline_args)
