@@ -34,3 +34,23 @@ def fill_default_paths(data: Any, fields: Iterable[str]) -> Any:
         if name in fields and data.get(name) in (None, ""):
             data[name] = path
     return data
+
+
+# What the service derives from one bundle under its online folder (``online_dir``), named here so that
+# whoever removes a bundle (``offline_jobs.publish.retention``) finds exactly what the service wrote.
+CONTENT_INDEX_SUFFIX = ".content"  # the content index of bundle V is opened as version "V.content"
+
+
+def overlay_file(online_dir: Path, index_version: str) -> Path:
+    """The API's item writes applied to an item index (replayed from the catalogue log on open)."""
+    return online_dir / f"items-{index_version}.jsonl"
+
+
+def edge_shard_dir(online_dir: Path, index_version: str) -> Path:
+    """An item index's in-process HNSW shard (qdrant-edge)."""
+    return online_dir / f"edge-{index_version}"
+
+
+def reconcile_lock_file(online_dir: Path, bundle_version: str) -> Path:
+    """The lock of a bundle's catalogue replay (one worker replays, the others wait)."""
+    return online_dir / f"reconcile-{bundle_version}.lock"

@@ -27,6 +27,7 @@ import numpy as np
 
 from rec_contract.content import item_text
 from rec_contract.event_log import read_events
+from rec_contract.paths import reconcile_lock_file
 from rec_contract.qdrant_schema import item_payload
 from service.item_encoding import encode_text_item, write_content
 
@@ -61,7 +62,7 @@ async def reconcile_items(live: Any, catalog_log: Path, lock_dir: Path, snippet_
     if not states:
         return done
     bundle, items = live.bundle, live.items
-    async with _file_lock(lock_dir / f"reconcile-{bundle.version}.lock"):
+    async with _file_lock(reconcile_lock_file(lock_dir, bundle.version)):
         items.sync()  # what another worker applied already
         known = await items.payloads(list(states))
         for item_id, event in states.items():

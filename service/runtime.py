@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from rec_contract.bundle import BundleError, resolve_pointer
+from rec_contract.paths import CONTENT_INDEX_SUFFIX
 from service.batching import MicroBatcher
 from service.bundle_runtime import LoadedBundle, load_bundle
 from service.cache import TaggedLru, VectorCache
@@ -124,7 +125,7 @@ class Runtime:
         content_index = None
         if bundle.item_content is not None:
             content_index = await self.engine.open(
-                f"{bundle.version}.content",
+                f"{bundle.version}{CONTENT_INDEX_SUFFIX}",
                 f"{bundle.manifest.items_collection}_content",
                 bundle.item_ids,
                 bundle.item_content,

@@ -33,6 +33,13 @@ from rec_contract.bundle import (
     read_manifest,
     resolve_pointer,
 )
+from rec_contract.paths import (
+    CONTENT_INDEX_SUFFIX,
+    default_paths,
+    edge_shard_dir,
+    overlay_file,
+    reconcile_lock_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +47,14 @@ PRUNED_PREFIX = ".pruned-"
 
 
 def derived_paths(online_dir: Path, version: str) -> list[Path]:
-    """What the service derived from bundle ``version`` under ``online_dir`` (present or not)."""
-    names = (
-        f"items-{version}.jsonl",
-        f"items-{version}.content.jsonl",
-        f"edge-{version}",
-        f"edge-{version}.content",
-        f"reconcile-{version}.lock",
-    )
-    return [online_dir / name for name in names]
+    """What the service derived from bundle ``version`` under ``online_dir`` (present or not): the
+    overlay and HNSW shard of its item index and of its content index, and its replay lock."""
+    indexes = (version, f"{version}{CONTENT_INDEX_SUFFIX}")
+    return [
+        *(overlay_file(online_dir, v) for v in indexes),
+        *(edge_shard_dir(online_dir, v) for v in indexes),
+        reconcile_lock_file(online_dir, version),
+    ]
 
 
 def _size(path: Path) -> int:
@@ -87,14 +93,15 @@ def _qdrant_in_use(client: Any) -> tuple[set[str], set[str]]:
     return existing, aliased
 
 
-def plan(root: Path, keep: int) -> tuple[list[str], list[str]]:
-    """(kept, pruned) versions: kept = pointed at, or among the ``keep`` newest by creation time."""
+def plan(root: Path, keep: int) -> tuple[list[str], list[str], dict[str, BundleManifest]]:
+    """(kept, pruned) versions and every bundle's manifest: kept = pointed at, or among the ``keep``
+    newest by creation time."""
     if keep < 1:
         raise ValueError("keep must be >= 1 (the live bundle is always kept as well)")
     manifests = {v: read_manifest(root / v) for v in list_versions(root) if not v.startswith(PRUNED_PREFIX)}
     newest = sorted(manifests, key=lambda v: (manifests[v].created_at, v), reverse=True)[:keep]
     kept = sorted(set(newest) | (_pointed(root) & set(manifests)))
-    return kept, sorted(set(manifests) - set(kept))
+    return kept, sorted(set(manifests) - set(kept)), manifests
 
 
 def prune_bundles(
@@ -106,19 +113,18 @@ def prune_bundles(
 ) -> dict[str, Any]:
     """Remove the bundles :func:`plan` does not keep and what was derived from them (see the module)."""
     root, online = Path(bundles_root), Path(online_dir) if online_dir is not None else None
-    kept, pruned = plan(root, keep)
+    kept, pruned, manifests = plan(root, keep)
     in_use: set[str] = set()
     for version in kept:
-        in_use |= _collections(read_manifest(root / version))
+        in_use |= _collections(manifests[version])
     existing, aliased = _qdrant_in_use(client) if client is not None else (set(), set())
     report: dict[str, Any] = {"kept": kept, "pruned": [], "bytes_freed": 0, "dry_run": dry_run}
     report["qdrant"] = "checked" if client is not None else "not checked (no client: collections kept)"
     leftovers = [p for p in root.iterdir() if p.name.startswith(PRUNED_PREFIX)] if root.is_dir() else []
     for version in pruned:
-        manifest = read_manifest(root / version)
         folder = root / version
         files = [folder] + [p for p in derived_paths(online, version) if p.exists()] if online else [folder]
-        collections = sorted((_collections(manifest) & existing) - in_use - aliased)
+        collections = sorted((_collections(manifests[version]) & existing) - in_use - aliased)
         freed = sum(_size(p) for p in files)
         report["pruned"].append(
             {"version": version, "paths": [str(p) for p in files], "collections": collections}
@@ -161,5 +167,5 @@ def add_prune_parser(sub: Any) -> None:
 
 
 def prune_command(args: argparse.Namespace, work: Path, client: Any) -> dict[str, Any]:
-    online = Path(args.online_dir) if args.online_dir else work / "online"
+    online = Path(args.online_dir) if args.online_dir else default_paths(work)["online_dir"]
     return prune_bundles(args.bundles_root, args.keep, online, client, args.dry_run)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rec_contract.event_log import LogFollower, append_events
+from rec_contract.paths import edge_shard_dir, overlay_file
 from rec_contract.qdrant_schema import now_iso
 from service.stores.base import Exclusions, ItemEngine, ItemHit, ItemIndex
 
@@ -324,7 +325,7 @@ class LocalEngine(ItemEngine):
         self.name = f"local-{kind}"
 
     def overlay_path(self, version: str) -> Path:
-        return self.online_dir / f"items-{version}.jsonl"
+        return overlay_file(self.online_dir, version)
 
     async def open(
         self,
@@ -343,7 +344,7 @@ class LocalEngine(ItemEngine):
             from service.stores.edge import EdgeBase
 
             base = await asyncio.to_thread(
-                EdgeBase.open, self.online_dir / f"edge-{version}", vectors, categories, ef=self.edge_ef
+                EdgeBase.open, edge_shard_dir(self.online_dir, version), vectors, categories, ef=self.edge_ef
             )
         else:
             base = ExactBase(vectors, categories)
