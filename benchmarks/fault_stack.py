@@ -40,6 +40,15 @@ def serving_workers(url: str) -> dict[str, str]:
     return serving
 
 
+def wait_workers(url: str, workers: int, timeout: float) -> None:
+    """Until ``workers`` worker processes serve a bundle (:func:`serving_workers`)."""
+    deadline = time.monotonic() + timeout
+    while (serving := len(serving_workers(url))) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{serving} of {workers} workers serve a bundle after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 class Service:
     """The service of a :class:`Deployment` on a free loopback port, with extra settings."""
 
@@ -66,12 +75,13 @@ class Service:
                 raise RuntimeError(f"the service exited with {proc.returncode}: {self.log_tail()}")
             try:
                 answer = httpx.get(f"{self.url}{wait_for}", timeout=5)
-                if answer.status_code == 200 and wait_for == "/readyz":
-                    serving = serving_workers(self.url)
-                    if len(serving) >= self.process.workers:
-                        return time.monotonic() - started
-                    last = f"{len(serving)} of {self.process.workers} workers serve a bundle"
-                elif answer.status_code == 200:
+                if answer.status_code == 200:
+                    if wait_for == "/readyz":
+                        left = timeout - (time.monotonic() - started)
+                        try:
+                            wait_workers(self.url, self.process.workers, left)
+                        except RuntimeError as exc:
+                            raise RuntimeError(f"{exc}: {self.log_tail()}") from exc
                     return time.monotonic() - started
                 last = f"{answer.status_code} {answer.text[:200]}"
             except httpx.HTTPError as exc:

@@ -81,16 +81,6 @@ def _wait_http(url: str, timeout: float = 90.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
 
 
-def _wait_workers(url: str, workers: int, timeout: float = 90.0) -> None:
-    from benchmarks.fault_stack import serving_workers
-
-    deadline = time.monotonic() + timeout
-    while len(serving_workers(url)) < workers:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"fewer than {workers} workers serve a bundle after {timeout:.0f}s")
-        time.sleep(0.2)
-
-
 @contextlib.contextmanager
 def _process(
     cmd: list[str], env: dict[str, str] | None = None, log: Path | None = None
@@ -257,7 +247,9 @@ def _service(
     with _process(cmd, env, run / "service.log"):
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/readyz")
-        _wait_workers(url, workers)  # every worker serves, not only the first to answer
+        from benchmarks.fault_stack import wait_workers
+
+        wait_workers(url, workers, 90.0)  # every worker serves, not only the first to answer
         yield url
 
 
