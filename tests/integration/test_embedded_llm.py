@@ -160,24 +160,30 @@ def test_torch_backend_length_bands_decode_what_one_band_decodes():
     assert outputs[0] == outputs[1]
 
 
-def test_attention_dtype_follows_the_cpu_and_both_decode_the_same_greedy_start(tmp_path):
-    """bfloat16 attention only where the CPU has AMX tiles; float32 attention beside bfloat16 weights
-    decodes what all-bfloat16 decodes (greedy, first tokens)."""
-    from offline_jobs.llm.torch_engine import TorchGGUFBackend, default_attention_dtype
+def test_dtypes_follow_the_cpu_and_every_combination_decodes_the_same_greedy_start(tmp_path):
+    """bfloat16 linear layers only where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX),
+    bfloat16 attention only with AMX tiles; float32 weights or attention decode what all-bfloat16
+    decodes (greedy, first tokens)."""
+    from offline_jobs.llm.torch_engine import TorchGGUFBackend, default_attention_dtype, default_dtype
 
     amx = tmp_path / "amx"
     amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
     no_amx = tmp_path / "no_amx"
     no_amx.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    assert default_attention_dtype(amx) == "bfloat16"
-    assert default_attention_dtype(no_amx) == "float32"
+    avx2 = tmp_path / "avx2"  # e.g. AMD EPYC Zen 3: bfloat16 products are emulated there
+    avx2.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse4_2 avx avx2 fma\n")
+    assert default_attention_dtype(amx) == "bfloat16" and default_dtype(amx) == "bfloat16"
+    assert default_attention_dtype(no_amx) == "float32" and default_dtype(no_amx) == "bfloat16"
+    assert default_attention_dtype(avx2) == "float32" and default_dtype(avx2) == "float32"
     assert default_attention_dtype(tmp_path / "missing") == "float32"
+    assert default_dtype(tmp_path / "missing") == "float32"
 
     req = ChatRequest(messages=requests(1)[0].messages, max_tokens=4, temperature=0.0, seed=1)
     texts = []
-    for attention in ("bfloat16", "float32"):
-        backend = TorchGGUFBackend(n_seq=2, n_ctx_per_seq=512, attention_dtype=attention)
+    for weights, attention in (("bfloat16", "bfloat16"), ("bfloat16", "float32"), ("float32", "float32")):
+        backend = TorchGGUFBackend(n_seq=2, n_ctx_per_seq=512, dtype=weights, attention_dtype=attention)
         assert backend.cache[0][0].dtype == getattr(backend.torch, attention)
+        assert backend.model.dtype == getattr(backend.torch, weights)
         texts.append(backend.generate([req])[0].text)
         backend.close()
-    assert texts[0].split()[:2] == texts[1].split()[:2]
+    assert texts[0].split()[:2] == texts[1].split()[:2] == texts[2].split()[:2]

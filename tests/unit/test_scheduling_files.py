@@ -51,3 +51,25 @@ def test_cron_file_lines_are_valid_and_call_installed_commands() -> None:
             words = fields[6].split(">>")[0].split()
             pipeline_args = words[[w.rsplit("/", 1)[-1] for w in words].index("profilerec-pipeline") + 1 :]
             build_parser().parse_args(pipeline_args)
+
+
+def test_weekly_kubernetes_cronjobs_retrain_then_prune_with_commands_that_parse() -> None:
+    docs = list(yaml.safe_load_all((ROOT / "docker/k8s/weekly-cronjobs.yaml").read_text()))
+    by_name = {doc["metadata"]["name"]: doc for doc in docs}
+    assert set(by_name) == {"profilerec-retrain", "profilerec-prune"}
+    hours = {}
+    for name, doc in by_name.items():
+        assert doc["kind"] == "CronJob" and doc["apiVersion"] == "batch/v1"
+        spec = doc["spec"]
+        assert spec["concurrencyPolicy"] == "Forbid"
+        _, hour, _, _, weekday = spec["schedule"].split()
+        hours[name] = (weekday, int(hour))
+        container = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][0] == "profilerec-pipeline" in _console_scripts()
+        build_parser().parse_args(container["command"][1:])
+        env = {e["name"] for e in container["env"]}
+        assert {"PROFILEREC_WORK_DIR", "PROFILEREC_BUNDLES_ROOT", "PROFILEREC_QDRANT_URL"} <= env
+    assert hours["profilerec-retrain"][0] == hours["profilerec-prune"][0]  # same day, prune after
+    assert hours["profilerec-retrain"][1] < hours["profilerec-prune"][1]
+    prune = by_name["profilerec-prune"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert prune["command"][1:] == ["prune", "--keep", "3"]
