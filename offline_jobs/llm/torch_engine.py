@@ -357,10 +357,15 @@ class TorchGGUFBackend:
         # KV cache and attention in their own dtype (see the module docstring)
         self.attention_dtype = getattr(torch, attention_dtype or default_attention_dtype())
         shape = (self.n_seq, m.n_kv, self.max_len, m.hd)
+        # Allocated, not written: the memory of a slot becomes resident when the slot is first used
+        # (``n_seq x n_ctx_per_seq`` tokens of K/V, 7.5 GB in float32 at the job's defaults, of which a
+        # small run touches a fraction). A running slot is zeroed when first claimed, so the positions
+        # a decode step reads past a row's end (masked) always hold finite values.
         self.cache = (
-            [torch.zeros(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
-            [torch.zeros(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
+            [torch.empty(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
+            [torch.empty(shape, dtype=self.attention_dtype) for _ in range(m.n_layer)],
         )
+        self._zeroed = [False] * self.n_seq
         # tokens whose K/V are in positions 0..len-1 of each slot (running or retained)
         self.slot_tokens: list[list[int]] = [[] for _ in range(self.n_seq)]
         self.slot_used: list[int] = [0] * self.n_seq
@@ -531,6 +536,11 @@ class TorchGGUFBackend:
 
     def _claim(self, slot: int, seq: _Seq, reuse: int, source: int) -> None:
         """Give ``slot`` to ``seq``: copy the reused prefix's K/V when it comes from another slot."""
+        if not self._zeroed[slot]:
+            for kc, vc in zip(*self.cache, strict=True):
+                kc[slot].zero_()
+                vc[slot].zero_()
+            self._zeroed[slot] = True
         if reuse and source != slot:
             for kc, vc in zip(*self.cache, strict=True):
                 kc[slot, :, :reuse] = kc[source, :, :reuse]

@@ -136,7 +136,8 @@ def test_both_backends_agree_on_the_greedy_first_tokens(torch_backend, llama_bac
 
 def test_torch_backend_length_bands_decode_what_one_band_decodes():
     """Greedy output is the same whether the decode step attends all running rows over the longest
-    row's keys or each length band over its own (prompts of very different lengths)."""
+    row's keys or each length band over its own (prompts of very different lengths), and whatever the
+    KV cache's memory held before (it is allocated, not written: NaN everywhere changes nothing)."""
     from offline_jobs.llm.torch_engine import TorchGGUFBackend
 
     reqs = [
@@ -152,12 +153,15 @@ def test_torch_backend_length_bands_decode_what_one_band_decodes():
         for i in range(24)
     ]
     outputs = []
-    for bands in (1, 3):
+    for bands, garbage in ((1, False), (3, False), (3, True)):
         backend = TorchGGUFBackend(n_seq=24, n_ctx_per_seq=256, n_bands=bands, min_prefix=10_000)
+        if garbage:
+            for layer in (*backend.cache[0], *backend.cache[1]):
+                layer.fill_(float("nan"))
         outputs.append([r.text for r in backend.generate(reqs)])
         assert backend.n_bands == bands
         backend.close()
-    assert outputs[0] == outputs[1]
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def test_dtypes_follow_the_cpu_and_every_combination_decodes_the_same_greedy_start(tmp_path):
