@@ -255,13 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_before = os.getloadavg()[0]
     rows = []
+    torch_dtypes = [(dtype, attention) for dtype in args.dtypes for attention in args.attention_dtypes]
     for backend in args.backends:
         for batch in args.batch_sizes:
             if backend == "llama_cpp" and batch > args.llama_max_batch:
                 continue  # no gain past 8-32 sequences and minutes of prompt processing
-            torch_dtypes = [
-                (dtype, attention) for dtype in args.dtypes for attention in args.attention_dtypes
-            ]
             for dtype, attention in torch_dtypes if backend == "torch" else [("auto", "auto")]:
                 chosen = None if attention == "auto" else attention
                 weights = None if dtype == "auto" else dtype
